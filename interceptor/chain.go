@@ -1,0 +1,133 @@
+package interceptor
+
+import (
+	"context"
+	"fmt"
+)
+
+// maxKey bounds the API keys the chain indexes; kmsg knows fewer.
+const maxKey = 128
+
+// Chain is the interceptors of one listener, built once at start into
+// per-key tables so the proxy can tell in O(1) whether a frame needs decoding.
+type Chain struct {
+	ics []*Interceptor
+	// byKey[key] lists, in chain order, the interceptor index and hook.
+	byKey [maxKey][]boundHook
+}
+
+type boundHook struct {
+	ic   int
+	hook Hook
+}
+
+// NewChain builds a chain. Requests run through ics in order, responses in
+// reverse order.
+func NewChain(ics ...*Interceptor) (*Chain, error) {
+	c := &Chain{ics: ics}
+	for i, ic := range ics {
+		for _, h := range ic.Hooks {
+			if h.Key < 0 || h.Key >= maxKey {
+				return nil, fmt.Errorf("interceptor %s: api key %d out of range", ic.Name, h.Key)
+			}
+			if h.Request == nil && h.Response == nil {
+				return nil, fmt.Errorf("interceptor %s: hook for key %d has neither request nor response", ic.Name, h.Key)
+			}
+			c.byKey[h.Key] = append(c.byKey[h.Key], boundHook{i, h})
+		}
+	}
+	return c, nil
+}
+
+// Interceptors returns the chain's interceptors in order.
+func (c *Chain) Interceptors() []*Interceptor { return c.ics }
+
+// Hooked reports whether some interceptor hooks the request or the response
+// of key at version, i.e. whether the proxy must decode it.
+func (c *Chain) Hooked(key, version int16) (req, resp bool) {
+	if key < 0 || key >= maxKey {
+		return false, false
+	}
+	for _, b := range c.byKey[key] {
+		if b.hook.Covers(key, version) {
+			req = req || b.hook.Request != nil
+			resp = resp || b.hook.Response != nil
+		}
+	}
+	return req, resp
+}
+
+// Request runs the request hooks for x in chain order. It stops at the first
+// hook that answers (sets x.Response); the response then flows back through
+// the response hooks of the interceptors before that one.
+func (c *Chain) Request(ctx context.Context, x *Exchange) error {
+	x.answeredBy = len(c.ics)
+	for _, b := range c.byKey[x.Key] {
+		if b.hook.Request == nil || !b.hook.Covers(x.Key, x.Version) {
+			continue
+		}
+		if err := b.hook.Request(ctx, x); err != nil {
+			return fmt.Errorf("%s: %w", c.ics[b.ic].Name, err)
+		}
+		if x.Response != nil {
+			x.answeredBy = b.ic
+			return nil
+		}
+	}
+	return nil
+}
+
+// Response runs the response hooks for x in reverse chain order.
+func (c *Chain) Response(ctx context.Context, x *Exchange) error {
+	hooks := c.byKey[x.Key]
+	for i := len(hooks) - 1; i >= 0; i-- {
+		b := hooks[i]
+		if b.hook.Response == nil || b.ic >= x.answeredBy || !b.hook.Covers(x.Key, x.Version) {
+			continue
+		}
+		if err := b.hook.Response(ctx, x); err != nil {
+			return fmt.Errorf("%s: %w", c.ics[b.ic].Name, err)
+		}
+	}
+	return nil
+}
+
+// Connect runs every ConnectHook in chain order.
+func (c *Chain) Connect(ctx context.Context, conn *Conn) error {
+	for _, ic := range c.ics {
+		if ic.OnConnect == nil {
+			continue
+		}
+		if err := ic.OnConnect(ctx, conn); err != nil {
+			return fmt.Errorf("%s: %w", ic.Name, err)
+		}
+	}
+	return nil
+}
+
+// Upstream runs every UpstreamHook in chain order on a fresh upstream
+// connection.
+func (c *Chain) Upstream(ctx context.Context, conn *Conn, up Upstream) error {
+	for _, ic := range c.ics {
+		if ic.OnUpstream == nil {
+			continue
+		}
+		if err := ic.OnUpstream(ctx, conn, up); err != nil {
+			return fmt.Errorf("%s: %w", ic.Name, err)
+		}
+	}
+	return nil
+}
+
+// Close releases every interceptor's resources.
+func (c *Chain) Close() error {
+	var first error
+	for _, ic := range c.ics {
+		if ic.Close != nil {
+			if err := ic.Close(); err != nil && first == nil {
+				first = err
+			}
+		}
+	}
+	return first
+}
