@@ -26,6 +26,9 @@ type boundHook struct {
 func NewChain(ics ...*Interceptor) (*Chain, error) {
 	c := &Chain{ics: ics}
 	for i, ic := range ics {
+		if ic == nil {
+			return nil, fmt.Errorf("interceptor %d of the chain is nil", i)
+		}
 		for _, h := range ic.Hooks {
 			if h.Key < 0 || h.Key >= maxKey {
 				return nil, fmt.Errorf("interceptor %s: api key %d out of range", ic.Name, h.Key)
@@ -61,7 +64,10 @@ func (c *Chain) Hooked(key, version int16) (req, resp bool) {
 // hook that answers (sets x.Response); the response then flows back through
 // the response hooks of the interceptors before that one.
 func (c *Chain) Request(ctx context.Context, x *Exchange) error {
-	x.answeredBy = len(c.ics)
+	x.answeredBy = 0
+	if x.Key < 0 || x.Key >= maxKey {
+		return nil
+	}
 	for _, b := range c.byKey[x.Key] {
 		if b.hook.Request == nil || !b.hook.Covers(x.Key, x.Version) {
 			continue
@@ -70,19 +76,23 @@ func (c *Chain) Request(ctx context.Context, x *Exchange) error {
 			return fmt.Errorf("%s: %w", c.ics[b.ic].Name, err)
 		}
 		if x.Response != nil {
-			x.answeredBy = b.ic
+			x.answeredBy = b.ic + 1
 			return nil
 		}
 	}
 	return nil
 }
 
-// Response runs the response hooks for x in reverse chain order.
+// Response runs the response hooks for x in reverse chain order. If a request
+// hook answered x, only the hooks of the interceptors before it run.
 func (c *Chain) Response(ctx context.Context, x *Exchange) error {
+	if x.Key < 0 || x.Key >= maxKey {
+		return nil
+	}
 	hooks := c.byKey[x.Key]
 	for i := len(hooks) - 1; i >= 0; i-- {
 		b := hooks[i]
-		if b.hook.Response == nil || b.ic >= x.answeredBy || !b.hook.Covers(x.Key, x.Version) {
+		if b.hook.Response == nil || (x.answeredBy > 0 && b.ic >= x.answeredBy-1) || !b.hook.Covers(x.Key, x.Version) {
 			continue
 		}
 		if err := b.hook.Response(ctx, x); err != nil {

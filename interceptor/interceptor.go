@@ -86,7 +86,7 @@ type Exchange struct {
 	Response      kmsg.Response
 
 	reqModified, respModified bool
-	answeredBy                int // index of the interceptor that answered; len(chain) if none
+	answeredBy                int // 1 + index of the interceptor that answered; 0 if none
 	values                    map[any]any
 }
 

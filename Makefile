@@ -1,0 +1,36 @@
+# Strait: the two commands that matter are `make demo` and `make test`.
+GO        ?= go
+BIN       := bin/strait
+PKGS      := ./...
+# Each go test binary gets this long; the whole suite must stay well under CI's 90 minutes.
+TEST_TIMEOUT ?= 25m
+FUZZTIME  ?= 20s
+
+.PHONY: build test demo bench fuzz lint clean
+
+build:
+	$(GO) build -o $(BIN) ./cmd/strait
+
+# Everything: unit, end-to-end (kfake + Go clients) and interop tests (kcat,
+# confluent-kafka-python, kafka-python, kafkajs, HAProxy, SoftHSM2). Interop
+# tests build and run bin/strait.
+test: build
+	$(GO) vet $(PKGS)
+	STRAIT_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+
+demo:
+	$(GO) run ./cmd/strait-demo
+
+bench: build
+	STRAIT_BIN=$(CURDIR)/$(BIN) $(GO) run ./cmd/strait-bench
+
+# Runs every fuzz target for FUZZTIME each.
+fuzz:
+	./scripts/fuzz.sh $(FUZZTIME)
+
+lint:
+	$(GO) vet $(PKGS)
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 $(PKGS)
+
+clean:
+	rm -rf bin

@@ -1,0 +1,205 @@
+// Package config is Strait's configuration: one YAML file, decoded strictly
+// into typed structs, with defaults in one place (Default) and every error
+// reported with the path of the offending key.
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"sigs.k8s.io/yaml"
+)
+
+// Config is the whole file. YAML keys are the json tags.
+type Config struct {
+	Upstream     Upstream      `json:"upstream"`
+	Listen       Listen        `json:"listen"`
+	SNI          SNI           `json:"sni"`
+	Admin        Admin         `json:"admin"`
+	Limits       Limits        `json:"limits"`
+	Log          Log           `json:"log"`
+	Interceptors []Interceptor `json:"interceptors"`
+}
+
+// Upstream is the Kafka cluster Strait fronts.
+type Upstream struct {
+	// Bootstrap servers, host:port.
+	Bootstrap []string `json:"bootstrap"`
+	// Endpoint, when set, is the one address (a private-link endpoint or
+	// an SNI router) every upstream connection dials; the broker's
+	// advertised host is sent as TLS SNI and verified in its certificate.
+	Endpoint string    `json:"endpoint,omitempty"`
+	TLS      ClientTLS `json:"tls"`
+	// DialTimeout bounds TCP connect plus TLS handshake.
+	DialTimeout Duration `json:"dial_timeout"`
+	// MetadataRefresh is how often Strait asks the cluster for its brokers
+	// (to open listeners for new ones and close those of departed ones).
+	MetadataRefresh Duration `json:"metadata_refresh"`
+}
+
+// ClientTLS is TLS towards the brokers.
+type ClientTLS struct {
+	Enabled  bool   `json:"enabled"`
+	CAFile   string `json:"ca_file,omitempty"`
+	CertFile string `json:"cert_file,omitempty"`
+	KeyFile  string `json:"key_file,omitempty"`
+	// InsecureSkipVerify turns certificate verification off. Strait logs a
+	// warning at every start while it is set.
+	InsecureSkipVerify bool `json:"insecure_skip_verify,omitempty"`
+}
+
+// Listen is the port-per-broker mode: one bootstrap port, and broker node n
+// on BrokerPortBase+n (or its override) of the same host.
+type Listen struct {
+	Bootstrap      string `json:"bootstrap"`
+	BrokerPortBase int    `json:"broker_port_base"`
+	// BrokerPorts overrides the port of individual node ids.
+	BrokerPorts map[string]int `json:"broker_ports,omitempty"`
+	// AdvertiseHost is the host put into rewritten metadata; default: the
+	// bootstrap listener's host.
+	AdvertiseHost string    `json:"advertise_host,omitempty"`
+	TLS           ServerTLS `json:"tls"`
+}
+
+// ServerTLS is TLS (and mTLS when ClientCAFile is set) towards clients.
+type ServerTLS struct {
+	CertFile     string `json:"cert_file,omitempty"`
+	KeyFile      string `json:"key_file,omitempty"`
+	ClientCAFile string `json:"client_ca_file,omitempty"`
+}
+
+// Enabled reports whether client-side TLS is configured.
+func (t ServerTLS) Enabled() bool { return t.CertFile != "" }
+
+// SNI is the one-port mode: a TLS listener that routes each connection by the
+// server name the client sent. Metadata advertises HostTemplate with {node}
+// replaced by the node id; the bootstrap name is "bootstrap" followed by the
+// template's part after its first dot.
+type SNI struct {
+	Listen       string `json:"listen,omitempty"`
+	HostTemplate string `json:"host_template,omitempty"`
+	// AdvertisePort is the port put into metadata; default: the SNI
+	// listener's port (set it when a load balancer maps another port).
+	// The certificate is listen.tls's.
+	AdvertisePort int `json:"advertise_port,omitempty"`
+}
+
+// Admin serves /metrics, /healthz and /readyz.
+type Admin struct {
+	Listen string `json:"listen,omitempty"`
+}
+
+// Limits protect Strait and the brokers from clients.
+type Limits struct {
+	// MaxFrameBytes is the largest request or response frame accepted,
+	// checked before allocation (the broker's socket.request.max.bytes).
+	MaxFrameBytes int32 `json:"max_frame_bytes"`
+	// MaxInFlight bounds the requests one connection may have waiting for
+	// responses; the client is read no further until one completes.
+	MaxInFlight int `json:"max_in_flight"`
+	// IdleTimeout closes a connection that sends nothing for this long.
+	IdleTimeout Duration `json:"idle_timeout"`
+	// DrainTimeout bounds the graceful drain on SIGTERM.
+	DrainTimeout Duration `json:"drain_timeout"`
+}
+
+// Log configures structured logging.
+type Log struct {
+	Level  string `json:"level"`  // debug, info, warn, error
+	Format string `json:"format"` // json or text
+}
+
+// Interceptor names a built-in interceptor and its own configuration, which
+// that interceptor decodes strictly.
+type Interceptor struct {
+	Name   string          `json:"name"`
+	Config json.RawMessage `json:"config,omitempty"`
+}
+
+// Default is every default in one place.
+func Default() Config {
+	return Config{
+		Upstream: Upstream{
+			DialTimeout:     Duration(10 * time.Second),
+			MetadataRefresh: Duration(30 * time.Second),
+		},
+		Limits: Limits{
+			MaxFrameBytes: 100 << 20,
+			MaxInFlight:   1024,
+			IdleTimeout:   Duration(10 * time.Minute),
+			DrainTimeout:  Duration(30 * time.Second),
+		},
+		Log: Log{Level: "info", Format: "json"},
+	}
+}
+
+// Load reads and strictly decodes a YAML file over the defaults.
+func Load(path string) (Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, err
+	}
+	return Parse(b)
+}
+
+// Parse strictly decodes YAML over the defaults. Unknown keys and wrong types
+// are errors naming the key's path.
+func Parse(b []byte) (Config, error) {
+	cfg := Default()
+	j, err := yaml.YAMLToJSON(b)
+	if err != nil {
+		return cfg, fmt.Errorf("yaml: %w", err)
+	}
+	if len(bytes.TrimSpace(j)) == 0 || string(bytes.TrimSpace(j)) == "null" {
+		return cfg, nil
+	}
+	var generic any
+	if err := json.Unmarshal(j, &generic); err != nil {
+		return cfg, err
+	}
+	if errs := checkKeys(generic, cfg, ""); len(errs) > 0 {
+		return cfg, errs
+	}
+	dec := json.NewDecoder(bytes.NewReader(j))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&cfg); err != nil {
+		var te *json.UnmarshalTypeError
+		if asTypeError(err, &te) {
+			return cfg, fmt.Errorf("%s: expected %s, got %s", te.Field, te.Type, te.Value)
+		}
+		return cfg, err
+	}
+	return cfg, nil
+}
+
+// Errors is a list of problems, each prefixed with its path.
+type Errors []string
+
+func (e Errors) Error() string { return strings.Join(e, "\n") }
+
+// Duration is a time.Duration written as "10s", "5m" in YAML.
+type Duration time.Duration
+
+// D returns the time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// UnmarshalJSON accepts a Go duration string.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string like \"10s\"")
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalJSON writes a Go duration string.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }

@@ -1,0 +1,245 @@
+package envelope
+
+import (
+	"context"
+	"crypto/cipher"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/strait-proxy/strait/crypto/kms"
+)
+
+// OpenerOptions bound the decrypt-side cache of unwrapped DEKs. Zero values
+// pick the defaults.
+type OpenerOptions struct {
+	// MaxEntries bounds the cache per provider kind (LRU; default 4096).
+	MaxEntries int
+	// MaxAge is how long an unwrapped DEK is reused before the KMS is asked
+	// again (default 1h), so that revoking a KEK takes effect within MaxAge.
+	MaxAge time.Duration
+	// KMSTimeout bounds one Decrypt call (default 10s).
+	KMSTimeout time.Duration
+}
+
+// Opener decrypts envelopes. It unwraps each distinct wrapped DEK once with
+// the provider the envelope names and keeps the result in a bounded LRU
+// keyed by the exact (key id, wrapped DEK) bytes. Safe for concurrent use; no
+// lock is held while the KMS is called, and concurrent misses for the same
+// wrapped DEK share one call.
+type Opener struct {
+	caches [flagKindMask + 1]*dekCache
+	opts   OpenerOptions
+}
+
+// NewOpener returns an Opener that can open envelopes written with any of
+// providers (at most one per kind).
+func NewOpener(providers []kms.Provider, opts OpenerOptions) (*Opener, error) {
+	if opts.MaxEntries == 0 {
+		opts.MaxEntries = DefaultOpenerEntries
+	}
+	if opts.MaxAge == 0 {
+		opts.MaxAge = DefaultOpenerMaxAge
+	}
+	if opts.KMSTimeout == 0 {
+		opts.KMSTimeout = DefaultKMSTimeout
+	}
+	if opts.MaxEntries < 0 || opts.MaxAge < 0 || opts.KMSTimeout < 0 {
+		return nil, errors.New("envelope: negative opener option")
+	}
+	o := &Opener{opts: opts}
+	for _, p := range providers {
+		kind, ok := KindOf(p.Name())
+		if !ok {
+			return nil, fmt.Errorf("envelope: unknown provider kind %q", p.Name())
+		}
+		if o.caches[kind] != nil {
+			return nil, fmt.Errorf("envelope: two providers of kind %q", p.Name())
+		}
+		o.caches[kind] = &dekCache{p: p, kind: kind, max: opts.MaxEntries, m: make(map[string]*entry)}
+	}
+	return o, nil
+}
+
+// Open authenticates and decrypts env with aad and appends the plaintext to
+// dst. Failures: ErrTampered (corrupt, tampered, wrong AAD), ErrUnsupported,
+// ErrNoProvider, or a wrapped kms error (kms.ErrUnavailable,
+// kms.ErrKeyNotFound, kms.ErrAccessDenied). dst is returned unchanged on error.
+func (o *Opener) Open(ctx context.Context, dst, env []byte, aad AAD) ([]byte, error) {
+	e, err := Parse(env)
+	if err != nil {
+		return dst, err
+	}
+	c := o.caches[e.Kind]
+	if c == nil {
+		return dst, fmt.Errorf("%w: kind %s", ErrNoProvider, e.Kind)
+	}
+	aead, err := c.get(ctx, env[e.wrappedFrom:e.wrappedEnd], e.KeyID, e.Wrapped, o.opts)
+	if err != nil {
+		return dst, err
+	}
+	out, err := openWith(aead, dst, &e, aad)
+	if err != nil {
+		return dst, err
+	}
+	return out, nil
+}
+
+func openWith(aead cipher.AEAD, dst []byte, e *Envelope, aad AAD) ([]byte, error) {
+	sc := scratchPool.Get().(*scratch)
+	defer func() {
+		if cap(sc.aad) <= 64<<10 {
+			scratchPool.Put(sc)
+		}
+	}()
+	sc.nonce = nonceFor(e.Counter)
+	sc.aad = appendContext(append(sc.aad[:0], e.Header...), e.TopicBound, aad)
+	out, err := aead.Open(dst, sc.nonce[:], e.Ciphertext, sc.aad)
+	if err != nil {
+		hint := ""
+		if e.TopicBound && aad.Topic == "" {
+			hint = " (the envelope binds a topic and none was given)"
+		}
+		return dst, fmt.Errorf("%w: authentication failed for key %q, path %q%s", ErrTampered, e.KeyID, aad.Path, hint)
+	}
+	return out, nil
+}
+
+// dekCache is the LRU of unwrapped DEKs for one provider.
+type dekCache struct {
+	p    kms.Provider
+	kind Kind
+	max  int
+
+	mu       sync.Mutex
+	m        map[string]*entry // key: key id length | key id | uvarint(len) | wrapped
+	head     entry             // sentinel of the LRU list; head.next is the most recent
+	n        int
+	inflight map[string]*unwrapCall
+}
+
+type entry struct {
+	key        string
+	aead       cipher.AEAD
+	expires    time.Time
+	prev, next *entry
+}
+
+type unwrapCall struct {
+	done chan struct{}
+	aead cipher.AEAD
+	err  error
+}
+
+func (c *dekCache) get(ctx context.Context, cacheKey, keyID, wrapped []byte, opts OpenerOptions) (cipher.AEAD, error) {
+	c.mu.Lock()
+	if e := c.m[string(cacheKey)]; e != nil {
+		if time.Now().Before(e.expires) {
+			c.moveFront(e)
+			c.mu.Unlock()
+			return e.aead, nil
+		}
+		c.remove(e)
+	}
+	if c.inflight == nil {
+		c.inflight = make(map[string]*unwrapCall)
+	}
+	call := c.inflight[string(cacheKey)]
+	if call == nil {
+		key := string(cacheKey)
+		call = &unwrapCall{done: make(chan struct{})}
+		c.inflight[key] = call
+		kid, w := string(keyID), append([]byte(nil), wrapped...)
+		kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opts.KMSTimeout)
+		go func() {
+			defer cancel()
+			aead, err := c.unwrap(kctx, kid, w)
+			c.mu.Lock()
+			call.aead, call.err = aead, err
+			delete(c.inflight, key)
+			if err == nil && c.max > 0 {
+				c.add(&entry{key: key, aead: aead, expires: time.Now().Add(opts.MaxAge)})
+			}
+			c.mu.Unlock()
+			close(call.done)
+		}()
+	}
+	c.mu.Unlock()
+	select {
+	case <-call.done:
+		return call.aead, call.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("envelope: waiting for data key %q: %w: %w", keyID, kms.ErrUnavailable, ctx.Err())
+	}
+}
+
+func (c *dekCache) unwrap(ctx context.Context, keyID string, wrapped []byte) (cipher.AEAD, error) {
+	pt, err := c.p.Decrypt(ctx, keyID, wrapped)
+	if err != nil {
+		switch {
+		case errors.Is(err, kms.ErrInvalidCiphertext):
+			err = fmt.Errorf("%w: %w", ErrTampered, err)
+		case ctx.Err() != nil && !errors.Is(err, kms.ErrUnavailable):
+			err = fmt.Errorf("%w: %w", kms.ErrUnavailable, err)
+		}
+		return nil, fmt.Errorf("envelope: unwrap data key (%s, key %q): %w", c.kind, keyID, err)
+	}
+	aead, err := newAEAD(pt)
+	clear(pt)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrTampered, err)
+	}
+	return aead, nil
+}
+
+// List operations; c.mu held.
+
+func (c *dekCache) add(e *entry) {
+	if old := c.m[e.key]; old != nil {
+		c.remove(old)
+	}
+	for c.n >= c.max && c.head.prev != nil && c.head.prev != &c.head {
+		c.remove(c.head.prev)
+	}
+	c.m[e.key] = e
+	c.n++
+	c.linkFront(e)
+}
+
+func (c *dekCache) linkFront(e *entry) {
+	if c.head.next == nil { // lazy sentinel init
+		c.head.next, c.head.prev = &c.head, &c.head
+	}
+	e.prev, e.next = &c.head, c.head.next
+	c.head.next.prev = e
+	c.head.next = e
+}
+
+func (c *dekCache) moveFront(e *entry) {
+	if c.head.next == e {
+		return
+	}
+	e.prev.next, e.next.prev = e.next, e.prev
+	c.linkFront(e)
+}
+
+func (c *dekCache) remove(e *entry) {
+	e.prev.next, e.next.prev = e.next, e.prev
+	e.prev, e.next = nil, nil
+	delete(c.m, e.key)
+	c.n--
+}
+
+// Len reports the number of cached DEKs (all kinds); for tests and metrics.
+func (o *Opener) Len() int {
+	n := 0
+	for _, c := range o.caches {
+		if c != nil {
+			c.mu.Lock()
+			n += c.n
+			c.mu.Unlock()
+		}
+	}
+	return n
+}

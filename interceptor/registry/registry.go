@@ -1,0 +1,104 @@
+// Package registry maps the interceptor names a config may use to their
+// constructors, and builds a listener's chain from config.
+package registry
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/strait-proxy/strait/config"
+	"github.com/strait-proxy/strait/interceptor"
+	"github.com/strait-proxy/strait/interceptor/denyapis"
+	"github.com/strait-proxy/strait/metadata"
+)
+
+// Env is what constructors may use: a logger, a metrics registry, and the
+// topic id→name map fed by the metadata interceptor.
+type Env struct {
+	Logger   *slog.Logger
+	Metrics  prometheus.Registerer
+	Topics   *metadata.TopicNames
+	// Path is the config path of this interceptor's config, for errors.
+	Path string
+}
+
+// Constructor builds one interceptor from its raw config.
+type Constructor func(raw json.RawMessage, env Env) (*interceptor.Interceptor, error)
+
+var builtins = map[string]Constructor{
+	"deny-apis": func(raw json.RawMessage, env Env) (*interceptor.Interceptor, error) {
+		var c denyapis.Config
+		if err := config.DecodeStrict(raw, &c, env.Path); err != nil {
+			return nil, err
+		}
+		return denyapis.New(c, env.Logger)
+	},
+}
+
+// Names lists the interceptors a config may name.
+func Names() []string {
+	out := make([]string, 0, len(builtins)+1)
+	for n := range builtins {
+		out = append(out, n)
+	}
+	out = append(out, "metadata")
+	sort.Strings(out)
+	return out
+}
+
+// Set is a built chain's interceptors and what they share.
+type Set struct {
+	List   []*interceptor.Interceptor
+	Topics *metadata.TopicNames
+}
+
+// Close releases every interceptor.
+func (s *Set) Close() error {
+	var errs []error
+	for _, ic := range s.List {
+		if ic.Close != nil {
+			errs = append(errs, ic.Close())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Build constructs the interceptors cfg names, in order. The metadata
+// interceptor is built in by the proxy and always runs first; naming it is
+// an error, to avoid the illusion that it can be moved or removed.
+func Build(cfg config.Config, log *slog.Logger, reg prometheus.Registerer) (*Set, error) {
+	set := &Set{Topics: metadata.NewTopicNames()}
+	var errs config.Errors
+	for i, ic := range cfg.Interceptors {
+		path := fmt.Sprintf("interceptors[%d]", i)
+		if ic.Name == "metadata" {
+			errs = append(errs, path+".name: the metadata interceptor is built in and always first; remove it from the list")
+			continue
+		}
+		ctor, ok := builtins[ic.Name]
+		if !ok {
+			errs = append(errs, fmt.Sprintf("%s.name: unknown interceptor %q (known: %s)", path, ic.Name, strings.Join(Names(), ", ")))
+			continue
+		}
+		built, err := ctor(ic.Config, Env{Logger: log.With("interceptor", ic.Name), Metrics: reg, Topics: set.Topics, Path: path + ".config"})
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), path) {
+				err = fmt.Errorf("%s.config: %w", path, err)
+			}
+			errs = append(errs, err.Error())
+			continue
+		}
+		set.List = append(set.List, built)
+	}
+	if len(errs) > 0 {
+		set.Close()
+		return nil, errs
+	}
+	return set, nil
+}

@@ -1,0 +1,158 @@
+// Package metadata rewrites every broker address a Kafka response hands out
+// to the address clients must use to reach Strait, and keeps the topic-id to
+// name map that APIs naming topics by id only (Produce v13+, Fetch v13+)
+// need.
+//
+// The addresses live in these responses, one file per API in the kfake style:
+//
+//	00_produce.go          Produce v10+         NodeEndpoints (KIP-951, kmsg: Brokers, tag 0)
+//	01_fetch.go            Fetch v16+           NodeEndpoints (KIP-951, kmsg: Brokers, tag 0)
+//	03_metadata.go         Metadata             Brokers[] (ControllerID stays)
+//	10_find_coordinator.go FindCoordinator      v0-v3 top level, v4+ Coordinators[]
+//	60_describe_cluster.go DescribeCluster      Brokers[]
+//	78_share.go            ShareFetch (78),     NodeEndpoints
+//	                       ShareAcknowledge (79)
+//
+// A hook marks the response modified only when it changed an address, so that
+// the proxy forwards the original bytes of the (common) Produce and Fetch
+// responses that carry no leader hints.
+package metadata
+
+import (
+	"fmt"
+	"sync"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/strait-proxy/strait/interceptor"
+)
+
+// Name is the name the interceptor registers under.
+const Name = "metadata"
+
+// Mapper turns an upstream broker into the address clients must use. The
+// proxy implements it: it records the upstream host:port for node id (so it
+// can dial it later), opens a listener if needed, and returns the advertised
+// host/port.
+//
+// Advertise is called for every address of every hooked response, so it must
+// be cheap and safe for concurrent use.
+type Mapper interface {
+	Advertise(nodeID int32, host string, port int32) (advHost string, advPort int32, err error)
+}
+
+// New returns the "metadata" interceptor. topics may be nil; when it is not,
+// every Metadata response that flows through feeds it.
+func New(m Mapper, topics *TopicNames) *interceptor.Interceptor {
+	r := &rewriter{m: m, topics: topics}
+	return &interceptor.Interceptor{
+		Name: Name,
+		Hooks: []interceptor.Hook{
+			{Key: 0, MinVersion: 10, Response: r.produce},
+			{Key: 1, MinVersion: 16, Response: r.fetch},
+			{Key: 3, Response: r.metadata},
+			{Key: 10, Response: r.findCoordinator},
+			{Key: 60, Response: r.describeCluster},
+			{Key: 78, Response: r.shareFetch},
+			{Key: 79, Response: r.shareAcknowledge},
+		},
+	}
+}
+
+type rewriter struct {
+	m      Mapper
+	topics *TopicNames
+}
+
+// rewrite replaces one address in place and reports whether it changed.
+func (r *rewriter) rewrite(api string, nodeID int32, host *string, port *int32) (bool, error) {
+	h, p, err := r.m.Advertise(nodeID, *host, *port)
+	if err != nil {
+		return false, fmt.Errorf("rewrite %s broker %d: %w", api, nodeID, err)
+	}
+	if h == *host && p == *port {
+		return false, nil
+	}
+	*host, *port = h, p
+	return true, nil
+}
+
+// done marks x modified if changed; it exists so that every hook ends the
+// same way.
+func done(x *interceptor.Exchange, changed bool) error {
+	if changed {
+		x.MarkModified()
+	}
+	return nil
+}
+
+// typeError is returned when the proxy hands a hook a response of another
+// API: a proxy bug, but forwarding the response unrewritten would leak the
+// upstream addresses, so the connection is closed instead.
+func typeError(want string, got kmsg.Response) error {
+	return fmt.Errorf("rewrite %s: unexpected response type %T", want, got)
+}
+
+// TopicNames is a concurrency-safe topic-id -> name map fed by every Metadata
+// response (v10+ carries topic ids) that flows through; encryption uses it to
+// pick keys for Produce v13+/Fetch v13+, which name topics by id only.
+//
+// Topic ids are never reused, so an entry never goes stale; a deleted topic's
+// entry stays until the process restarts (one id and name per topic ever
+// seen).
+type TopicNames struct {
+	mu    sync.RWMutex
+	names map[[16]byte]string
+}
+
+// NewTopicNames returns an empty map.
+func NewTopicNames() *TopicNames {
+	return &TopicNames{names: make(map[[16]byte]string)}
+}
+
+// Name returns the name of the topic with id, if some Metadata response named
+// it.
+func (t *TopicNames) Name(id [16]byte) (string, bool) {
+	t.mu.RLock()
+	n, ok := t.names[id]
+	t.mu.RUnlock()
+	return n, ok
+}
+
+// Learn records the id and name of every topic in resp that has both. It
+// takes the write lock only when resp names a topic it did not know, so the
+// steady state (clients refreshing the same metadata) does not block readers.
+func (t *TopicNames) Learn(resp *kmsg.MetadataResponse) {
+	if resp == nil || !t.hasNew(resp) {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for i := range resp.Topics {
+		tp := &resp.Topics[i]
+		if learnable(tp) {
+			t.names[tp.TopicID] = *tp.Topic
+		}
+	}
+}
+
+func (t *TopicNames) hasNew(resp *kmsg.MetadataResponse) bool {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	for i := range resp.Topics {
+		tp := &resp.Topics[i]
+		if !learnable(tp) {
+			continue
+		}
+		if n, ok := t.names[tp.TopicID]; !ok || n != *tp.Topic {
+			return true
+		}
+	}
+	return false
+}
+
+// learnable reports whether tp names a topic by both id and name. Topics in
+// error (unknown, unauthorized) carry the zero id.
+func learnable(tp *kmsg.MetadataResponseTopic) bool {
+	return tp.TopicID != [16]byte{} && tp.Topic != nil && *tp.Topic != ""
+}

@@ -1,0 +1,207 @@
+package proxy
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// Frame errors, each counted under its own reason.
+var (
+	errFrameTooLarge = errors.New("frame larger than the maximum")
+	errTLSOnPlain    = errors.New("TLS handshake on a plaintext listener")
+	errMalformed     = errors.New("malformed request header")
+)
+
+// Smallest frames: a request header (key, version, correlation id, client id
+// length), a response header (correlation id).
+const (
+	minRequestFrame  = 10
+	minResponseFrame = 4
+)
+
+// readFrame reads one size-prefixed frame into buf (grown as needed) and
+// returns the body. The size is checked against max before any allocation.
+func readFrame(r *bufio.Reader, buf []byte, max, min int32) ([]byte, error) {
+	var size [4]byte
+	if _, err := io.ReadFull(r, size[:]); err != nil {
+		return buf, err
+	}
+	n := int32(binary.BigEndian.Uint32(size[:]))
+	if size[0] == 0x16 && size[1] == 0x03 {
+		// A TLS record header (handshake, version 3.x) read as a size: a
+		// client speaking TLS to a plaintext port. Say so, rather than
+		// "frame too large".
+		return buf, errTLSOnPlain
+	}
+	if n < 0 || n > max {
+		return buf, fmt.Errorf("%w: %d > %d bytes", errFrameTooLarge, uint32(n), max)
+	}
+	if n < min {
+		return buf, fmt.Errorf("%w: frame of %d bytes", errMalformed, n)
+	}
+	if cap(buf) < int(n) {
+		buf = make([]byte, n, roundUp(int(n)))
+	}
+	buf = buf[:n]
+	_, err := io.ReadFull(r, buf)
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return buf, err
+}
+
+func roundUp(n int) int {
+	if n < 4096 {
+		return 4096
+	}
+	return n + n/4
+}
+
+// reqHeader is a decoded request header. clientID aliases the frame.
+type reqHeader struct {
+	key, version int16
+	corr         int32
+	clientID     []byte
+	nullClientID bool
+	bodyOffset   int // where the request body starts in the frame
+}
+
+// parseReqHeader decodes request header v1 (and v2, which adds tagged fields
+// for flexible versions) without allocating. Flexibility comes from the
+// versions table, which knows which (key, version) pairs are flexible.
+func parseReqHeader(frame []byte, vt *versionTable) (reqHeader, error) {
+	var h reqHeader
+	if len(frame) < 10 {
+		return h, errMalformed
+	}
+	h.key = int16(binary.BigEndian.Uint16(frame[0:]))
+	h.version = int16(binary.BigEndian.Uint16(frame[2:]))
+	h.corr = int32(binary.BigEndian.Uint32(frame[4:]))
+	idLen := int16(binary.BigEndian.Uint16(frame[8:]))
+	off := 10
+	h.nullClientID = idLen < 0
+	if idLen > 0 {
+		if off+int(idLen) > len(frame) {
+			return h, errMalformed
+		}
+		h.clientID = frame[off : off+int(idLen)]
+		off += int(idLen)
+	}
+	if vt.flexibleRequest(h.key, h.version) {
+		n, ok := skipTags(frame[off:])
+		if !ok {
+			return h, errMalformed
+		}
+		off += n
+	}
+	h.bodyOffset = off
+	return h, nil
+}
+
+// skipTags skips a tagged-field section and returns its length.
+func skipTags(b []byte) (int, bool) {
+	count, n := binary.Uvarint(b)
+	if n <= 0 {
+		return 0, false
+	}
+	off := n
+	for i := uint64(0); i < count; i++ {
+		_, n = binary.Uvarint(b[off:]) // tag
+		if n <= 0 {
+			return 0, false
+		}
+		off += n
+		size, n := binary.Uvarint(b[off:])
+		if n <= 0 || size > uint64(len(b)-off-n) {
+			return 0, false
+		}
+		off += n + int(size)
+	}
+	return off, true
+}
+
+// produceAcks returns the acks of a Produce request body without decoding
+// it: acks=0 produce has no response and must not be waited for.
+func produceAcks(body []byte, version int16) (int16, bool) {
+	off := 0
+	if version >= 3 { // transactional id, nullable string
+		if version >= 9 { // compact nullable string: uvarint length+1
+			l, n := binary.Uvarint(body)
+			if n <= 0 {
+				return 0, false
+			}
+			off = n
+			if l > 0 {
+				off += int(l - 1)
+			}
+		} else {
+			if len(body) < 2 {
+				return 0, false
+			}
+			l := int16(binary.BigEndian.Uint16(body))
+			off = 2
+			if l > 0 {
+				off += int(l)
+			}
+		}
+	}
+	if off+2 > len(body) {
+		return 0, false
+	}
+	return int16(binary.BigEndian.Uint16(body[off:])), true
+}
+
+// responseBodyOffset is where a response body starts: after the correlation
+// id and, for flexible versions, the header's tagged fields. ApiVersions
+// responses always use header v0 so that clients can parse them before they
+// know the broker's versions.
+func responseBodyOffset(frame []byte, key int16, flexible bool) (int, bool) {
+	if len(frame) < 4 {
+		return 0, false
+	}
+	if !flexible || key == 18 {
+		return 4, true
+	}
+	n, ok := skipTags(frame[4:])
+	return 4 + n, ok
+}
+
+// appendResponseFrame encodes a complete response frame (size, header, body).
+func appendResponseFrame(dst []byte, corr int32, resp kmsg.Response) []byte {
+	start := len(dst)
+	dst = append(dst, 0, 0, 0, 0)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(corr))
+	if resp.IsFlexible() && resp.Key() != 18 {
+		dst = append(dst, 0) // empty header tags
+	}
+	dst = resp.AppendTo(dst)
+	binary.BigEndian.PutUint32(dst[start:], uint32(len(dst)-start-4))
+	return dst
+}
+
+// appendRequestFrame re-encodes a request frame after an interceptor changed
+// it, keeping the client's header.
+func appendRequestFrame(dst []byte, h reqHeader, req kmsg.Request) []byte {
+	start := len(dst)
+	dst = append(dst, 0, 0, 0, 0)
+	dst = binary.BigEndian.AppendUint16(dst, uint16(h.key))
+	dst = binary.BigEndian.AppendUint16(dst, uint16(h.version))
+	dst = binary.BigEndian.AppendUint32(dst, uint32(h.corr))
+	if h.nullClientID {
+		dst = binary.BigEndian.AppendUint16(dst, 0xffff)
+	} else {
+		dst = binary.BigEndian.AppendUint16(dst, uint16(len(h.clientID)))
+		dst = append(dst, h.clientID...)
+	}
+	if req.IsFlexible() {
+		dst = append(dst, 0)
+	}
+	dst = req.AppendTo(dst)
+	binary.BigEndian.PutUint32(dst[start:], uint32(len(dst)-start-4))
+	return dst
+}

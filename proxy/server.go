@@ -1,0 +1,327 @@
+// Package proxy is Strait's data path: listeners (a bootstrap port plus one
+// port per broker, or one TLS port routed by SNI), client sessions paired with
+// upstream broker connections, framing, and the interceptor chain.
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/strait-proxy/strait/config"
+	"github.com/strait-proxy/strait/interceptor"
+	"github.com/strait-proxy/strait/metadata"
+)
+
+// Server is one Strait instance.
+type Server struct {
+	cfg     config.Config
+	log     *slog.Logger
+	metrics *Metrics
+	chain   *interceptor.Chain
+	dialer  *dialer
+	topics  *metadata.TopicNames
+	tls     *tls.Config // towards clients; nil for plaintext
+
+	advHost string // host put into rewritten metadata (port mode)
+	sniPort int32  // advertised port (SNI mode)
+
+	vt    atomic.Pointer[versionTable] // accepted versions, once the cluster answered
+	apis  atomic.Pointer[apiVersions]  // what Strait answers to ApiVersions
+	ready atomic.Bool
+
+	mu        sync.Mutex
+	upstreams map[int32]string         // node id -> advertised upstream host:port
+	brokers   map[int32]*brokerListener // port mode only
+	listeners []net.Listener            // bootstrap and SNI
+	sessions  map[*session]struct{}
+	closing   bool
+	nextID    atomic.Uint64
+	bootRR    atomic.Uint32
+	wg        sync.WaitGroup
+}
+
+type brokerListener struct {
+	ln    net.Listener
+	port  int
+	conns int  // open client sessions
+	gone  bool // node no longer in metadata: close once conns reach 0
+}
+
+// Options are what a Server needs beyond its config.
+type Options struct {
+	Logger *slog.Logger
+	// Registerer receives the proxy's metrics; nil means a private registry.
+	Registerer prometheus.Registerer
+	// Interceptors run after the built-in metadata interceptor, in order.
+	Interceptors []*interceptor.Interceptor
+	// Topics, if set, is fed with topic ids from the metadata flowing
+	// through (encryption needs it for Produce/Fetch v13+).
+	Topics *metadata.TopicNames
+}
+
+// New validates cfg and builds a Server. Call Run to serve.
+func New(cfg config.Config, opts Options) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	reg := opts.Registerer
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	d, err := newDialer(cfg.Upstream)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg: cfg, log: log, metrics: NewMetrics(reg), dialer: d,
+		topics:    opts.Topics,
+		upstreams: make(map[int32]string),
+		brokers:   make(map[int32]*brokerListener),
+		sessions:  make(map[*session]struct{}),
+	}
+	if s.topics == nil {
+		s.topics = metadata.NewTopicNames()
+	}
+	if cfg.Listen.TLS.Enabled() {
+		if s.tls, err = serverTLS(cfg.Listen.TLS); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Listen.Bootstrap != "" {
+		h, _, _ := net.SplitHostPort(cfg.Listen.Bootstrap)
+		s.advHost = cfg.Listen.AdvertiseHost
+		if s.advHost == "" {
+			s.advHost = h
+		}
+	}
+	ics := append([]*interceptor.Interceptor{metadata.New(s, s.topics)}, opts.Interceptors...)
+	if s.chain, err = interceptor.NewChain(ics...); err != nil {
+		return nil, err
+	}
+	vt := newVersionTable()
+	s.vt.Store(vt)
+	if cfg.Upstream.TLS.InsecureSkipVerify {
+		log.Warn("upstream TLS certificate verification is OFF (upstream.tls.insecure_skip_verify): anyone on the path can impersonate the brokers")
+	}
+	return s, nil
+}
+
+// Topics is the topic id→name map fed by the metadata flowing through.
+func (s *Server) Topics() *metadata.TopicNames { return s.topics }
+
+// Ready reports whether Strait has fetched upstream metadata and can serve.
+func (s *Server) Ready() bool { return s.ready.Load() }
+
+// Addr returns the bound bootstrap address (port mode) or SNI address, once
+// Run has started listening.
+func (s *Server) Addr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.listeners) == 0 {
+		return ""
+	}
+	return s.listeners[0].Addr().String()
+}
+
+func serverTLS(c config.ServerTLS) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("listen.tls: %w", err)
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+	if c.ClientCAFile != "" {
+		pem, err := os.ReadFile(c.ClientCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("listen.tls.client_ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("listen.tls.client_ca_file: no certificates in %s", c.ClientCAFile)
+		}
+		tc.ClientCAs = pool
+		tc.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return tc, nil
+}
+
+// Listen opens the bootstrap and SNI listeners. It is separate from Run so
+// that callers (tests, the demo) know the bound addresses before serving.
+func (s *Server) Listen() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cfg.Listen.Bootstrap != "" {
+		ln, err := net.Listen("tcp", s.cfg.Listen.Bootstrap)
+		if err != nil {
+			return fmt.Errorf("listen.bootstrap: %w", err)
+		}
+		s.listeners = append(s.listeners, ln)
+		s.serve(ln, "bootstrap", -1, false)
+	}
+	if s.cfg.SNI.Listen != "" {
+		ln, err := net.Listen("tcp", s.cfg.SNI.Listen)
+		if err != nil {
+			return fmt.Errorf("sni.listen: %w", err)
+		}
+		s.sniPort = int32(s.cfg.SNI.AdvertisePort)
+		if s.sniPort == 0 {
+			s.sniPort = int32(ln.Addr().(*net.TCPAddr).Port)
+		}
+		s.listeners = append(s.listeners, ln)
+		s.serve(ln, "sni", -1, true)
+	}
+	return nil
+}
+
+// Run serves until ctx is done, then drains: it stops accepting, lets
+// in-flight requests finish (up to limits.drain_timeout), and closes.
+func (s *Server) Run(ctx context.Context) error {
+	if s.Addr() == "" {
+		if err := s.Listen(); err != nil {
+			return err
+		}
+	}
+	go s.watchCluster(ctx)
+	<-ctx.Done()
+	s.drain()
+	return nil
+}
+
+func (s *Server) drain() {
+	s.mu.Lock()
+	s.closing = true
+	for _, ln := range s.listeners {
+		ln.Close()
+	}
+	for _, b := range s.brokers {
+		b.ln.Close()
+	}
+	sessions := make([]*session, 0, len(s.sessions))
+	for ss := range s.sessions {
+		sessions = append(sessions, ss)
+	}
+	s.mu.Unlock()
+	s.log.Info("draining", "sessions", len(sessions), "timeout", s.cfg.Limits.DrainTimeout.D().String())
+	for _, ss := range sessions {
+		ss.stopReading()
+	}
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(s.cfg.Limits.DrainTimeout.D()):
+		s.mu.Lock()
+		for ss := range s.sessions {
+			ss.close(errors.New("drain timeout"))
+		}
+		s.mu.Unlock()
+		<-done
+	}
+	s.chain.Close()
+	s.log.Info("drained")
+}
+
+// serve accepts on ln in its own goroutine. Called with s.mu held.
+func (s *Server) serve(ln net.Listener, name string, node int32, sni bool) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() {
+					continue
+				}
+				return // closed
+			}
+			s.accept(c, name, node, sni)
+		}
+	}()
+}
+
+// Advertise implements metadata.Mapper: it records where node id lives
+// upstream and returns the address clients are given, opening the node's
+// listener on first sight.
+func (s *Server) Advertise(node int32, host string, port int32) (string, int32, error) {
+	up := net.JoinHostPort(host, strconv.Itoa(int(port)))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.upstreams[node] = up
+	if s.cfg.SNI.Listen != "" && s.cfg.Listen.Bootstrap == "" {
+		return s.cfg.SNI.SNIHost(node), s.sniPort, nil
+	}
+	b := s.brokers[node]
+	if b == nil && !s.closing {
+		port := s.cfg.Listen.BrokerPort(node)
+		h, _, _ := net.SplitHostPort(s.cfg.Listen.Bootstrap)
+		ln, err := net.Listen("tcp", net.JoinHostPort(h, strconv.Itoa(port)))
+		if err != nil {
+			return "", 0, fmt.Errorf("open listener for broker %d: %w", node, err)
+		}
+		b = &brokerListener{ln: ln, port: port}
+		s.brokers[node] = b
+		s.metrics.listeners.Inc()
+		s.serve(ln, "broker-"+strconv.Itoa(int(node)), node, false)
+		s.log.Info("broker listener opened", "node", node, "addr", ln.Addr().String(), "upstream", up)
+	} else if b == nil {
+		return "", 0, errors.New("shutting down")
+	}
+	b.gone = false
+	return s.advHost, int32(b.port), nil
+}
+
+// upstreamAddr is where node lives; the bootstrap route (-1) rotates over
+// the configured bootstrap servers.
+func (s *Server) upstreamAddr(node int32) (string, bool) {
+	if node < 0 {
+		bs := s.cfg.Upstream.Bootstrap
+		return bs[int(s.bootRR.Add(1))%len(bs)], true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a, ok := s.upstreams[node]
+	return a, ok
+}
+
+// forget marks nodes absent from a full metadata answer; their listeners
+// close once their last connection ends.
+func (s *Server) forget(present map[int32]bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for node, b := range s.brokers {
+		if present[node] {
+			continue
+		}
+		if !b.gone {
+			s.log.Info("broker left the cluster; its listener closes when its connections end", "node", node, "open_connections", b.conns)
+		}
+		b.gone = true
+		s.maybeCloseBroker(node, b)
+	}
+}
+
+// maybeCloseBroker closes a departed node's listener once idle. s.mu held.
+func (s *Server) maybeCloseBroker(node int32, b *brokerListener) {
+	if b.gone && b.conns == 0 {
+		b.ln.Close()
+		delete(s.brokers, node)
+		s.metrics.listeners.Dec()
+		s.log.Info("broker listener closed", "node", node)
+	}
+}

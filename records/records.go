@@ -1,0 +1,556 @@
+// Package records reads and rewrites the record batches that Produce
+// requests carry (ProduceRequest...Partition.Records) and Fetch responses
+// return (FetchResponse...Partition.RecordBatches), so that interceptors can
+// change record keys, values and headers (encryption) without breaking the
+// batch: lengths, CRC-32C, compression and the producer's idempotence and
+// transaction state all stay right.
+//
+// The wire types come from kmsg: kmsg.RecordBatch reads and writes the batch
+// header and kmsg.Record a record (its Length field is the record's varint
+// length prefix). This package adds only the glue: batch framing inside a
+// partition's bytes, the record framing inside a batch body, the codecs
+// (mirroring franz-go's kgo), and the CRC.
+//
+// What passes through untouched, byte for byte:
+//   - control batches (attribute bit 5: transaction markers);
+//   - message sets of magic 0 and 1 (unless [Rewriter.Strict]);
+//   - a trailing partial batch, as a Fetch response cut at max_bytes ends
+//     with (unless [Rewriter.Strict]);
+//   - every data batch in which the callback changed no record.
+//
+// A data batch whose CRC does not verify is an error ([ErrCorrupt], wrapped
+// in a [*BatchError]): its records cannot be trusted, so they are not shown
+// to the callback and the batch is not forwarded in a changed form. On the
+// Produce path the caller should answer the partition with CORRUPT_MESSAGE
+// (error code 2), which is what the broker would have answered; on the Fetch
+// path with the same code (kgo, like the Java client, reports a corrupt batch
+// to the application rather than retrying), or forward the partition as is
+// if it does not need to look inside.
+package records
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"math"
+	"slices"
+	"sync"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+var (
+	// ErrCorrupt reports a malformed batch: bad CRC, bad lengths, records
+	// that do not parse or do not fill the batch, an unknown magic, or
+	// compressed data that does not decompress.
+	ErrCorrupt = errors.New("records: corrupt record batch")
+	// ErrTooLarge reports a batch that would decompress to more than the
+	// limit (see [Rewriter.MaxDecompressedBytes]).
+	ErrTooLarge = errors.New("records: decompressed batch exceeds limit")
+	// ErrUnknownCodec reports compression attribute 5, 6 or 7.
+	ErrUnknownCodec = errors.New("records: unknown compression codec")
+	// ErrLegacyFormat reports a magic 0 or 1 message set in strict mode.
+	ErrLegacyFormat = errors.New("records: magic 0/1 message set refused in strict mode")
+	// ErrPartial reports a truncated trailing batch in strict mode.
+	ErrPartial = errors.New("records: truncated record batch refused in strict mode")
+)
+
+// BatchError locates an error in the input.
+type BatchError struct {
+	Pos        int   // byte position of the batch in the input
+	BaseOffset int64 // the batch's base offset, -1 if not readable
+	Err        error
+}
+
+func (e *BatchError) Error() string {
+	return fmt.Sprintf("records: batch at byte %d (base offset %d): %v", e.Pos, e.BaseOffset, e.Err)
+}
+
+func (e *BatchError) Unwrap() error { return e.Err }
+
+// DefaultMaxDecompressedBytes bounds the decompressed size of one batch
+// when [Rewriter.MaxDecompressedBytes] is 0. It matches the default maximum
+// frame size of the proxy (and of the broker's socket.request.max.bytes)
+// with room for a 2.5x compression ratio.
+const DefaultMaxDecompressedBytes = 256 << 20
+
+// Batch header layout (magic 2), byte offsets from the start of the batch.
+const (
+	batchHeaderLen  = 61 // through NumRecords
+	batchMinLength  = batchHeaderLen - 12
+	offLength       = 8
+	offMagic        = 16
+	offCRC          = 17
+	offAttributes   = 21 // the CRC covers everything from here
+	attrCompression = 0x07
+	attrLogAppend   = 0x08
+	attrTxn         = 0x10
+	attrControl     = 0x20
+)
+
+var crcTable = crc32.MakeTable(crc32.Castagnoli)
+
+// Record is the view of one record that the callback of [Rewrite] and
+// [Batch.Records] receives. Key, Value and Headers may be replaced or
+// changed; the offset and timestamp deltas and the attributes are read-only,
+// because the batch header (last offset delta, timestamps, sequence numbers)
+// depends on them.
+//
+// Key and Value are nullable: nil encodes as length -1 (a null value is a
+// tombstone on a compacted topic), a non-nil empty slice as length 0.
+// Header values are nullable the same way.
+//
+// Everything a Record holds (the slices, the header key strings) aliases
+// the input or a pooled decompression buffer and is valid only until the
+// callback returns: copy what you keep. A slice the callback assigns is
+// only read, before the next record.
+type Record struct {
+	Key     []byte
+	Value   []byte
+	Headers []kmsg.Header
+
+	attrs    int8
+	tsDelta  int64
+	offDelta int32
+	batch    *kmsg.RecordBatch
+}
+
+// OffsetDelta is the record's offset relative to the batch's base offset.
+func (r *Record) OffsetDelta() int32 { return r.offDelta }
+
+// TimestampDelta is the record's timestamp relative to the batch's first
+// timestamp, in milliseconds.
+func (r *Record) TimestampDelta() int64 { return r.tsDelta }
+
+// Attributes are the record-level attributes (unused by Kafka so far).
+func (r *Record) Attributes() int8 { return r.attrs }
+
+// Offset is the record's absolute offset: the batch's base offset plus the
+// delta. In a Produce request the base offset is 0, so this is the delta.
+func (r *Record) Offset() int64 { return r.batch.FirstOffset + int64(r.offDelta) }
+
+// Timestamp is the record's timestamp in milliseconds: the batch's max
+// timestamp for a log-append-time batch, else first timestamp plus delta.
+func (r *Record) Timestamp() int64 {
+	if r.batch.Attributes&attrLogAppend != 0 {
+		return r.batch.MaxTimestamp
+	}
+	return r.batch.FirstTimestamp + r.tsDelta
+}
+
+// Batch is the header of the batch holding the record (read-only; its
+// Records field is the batch's raw, possibly compressed, records section).
+func (r *Record) Batch() *kmsg.RecordBatch { return r.batch }
+
+// Header returns the value of the last header named key, as Kafka's Java
+// Headers.lastHeader does, and whether there is one.
+func (r *Record) Header(key string) ([]byte, bool) {
+	for i := len(r.Headers) - 1; i >= 0; i-- {
+		if r.Headers[i].Key == key {
+			return r.Headers[i].Value, true
+		}
+	}
+	return nil, false
+}
+
+// AddHeader appends a header. Kafka headers are a list: keys may repeat.
+func (r *Record) AddHeader(key string, value []byte) {
+	r.Headers = append(r.Headers, kmsg.Header{Key: key, Value: value})
+}
+
+// SetHeader replaces the value of every header named key, or appends one
+// if there is none.
+func (r *Record) SetHeader(key string, value []byte) {
+	found := false
+	for i := range r.Headers {
+		if r.Headers[i].Key == key {
+			r.Headers[i].Value = value
+			found = true
+		}
+	}
+	if !found {
+		r.AddHeader(key, value)
+	}
+}
+
+// DeleteHeader removes every header named key.
+func (r *Record) DeleteHeader(key string) {
+	r.Headers = slices.DeleteFunc(r.Headers, func(h kmsg.Header) bool { return h.Key == key })
+}
+
+// Rewriter holds the options of a rewrite. The zero value is ready to use
+// and is what [Rewrite] uses.
+type Rewriter struct {
+	// MaxDecompressedBytes bounds one batch's decompressed size
+	// (decompression bombs); 0 means DefaultMaxDecompressedBytes.
+	MaxDecompressedBytes int
+
+	// Strict refuses input whose records the callback cannot see: magic
+	// 0/1 message sets (ErrLegacyFormat) and a truncated trailing batch
+	// (ErrPartial). Use it on the Produce path where a rule must not let a
+	// record through unseen (a broker rejects both in Produce v3+ anyway);
+	// leave it off on the Fetch path, where a response legitimately ends
+	// with a partial batch.
+	Strict bool
+}
+
+var defaultRewriter Rewriter
+
+// Rewrite walks the record batches in a Produce partition's Records (or a
+// Fetch partition's RecordBatches) and calls fn for each record of each data
+// batch; if fn changes any record (returns changed=true), that batch is
+// rebuilt: decompressed, records re-encoded, recompressed with the batch's
+// own codec, lengths and CRC-32C recomputed; producer id, epoch, base
+// sequence, base offset, last offset delta, timestamps, attributes and
+// record count unchanged. Batches fn did not change are copied byte-for-byte
+// (or the input returned as-is when nothing changed, with no allocation).
+//
+// Within a rebuilt batch, a record for which fn returned changed=false is
+// copied as it was (changes fn made to it anyway are ignored).
+//
+// When changed is true, out is dst with the rewritten batches appended (dst
+// must not overlap batches). When changed is false, out is batches itself
+// and dst is untouched. On error, out is nil; an error of fn is returned
+// wrapped (errors.Is/As see it), a malformed batch as a *BatchError.
+//
+// Rewrite is safe for concurrent use.
+func Rewrite(dst, batches []byte, fn func(r *Record) (changed bool, err error)) (out []byte, changed bool, err error) {
+	return defaultRewriter.Rewrite(dst, batches, fn)
+}
+
+// Rewrite is [Rewrite] with the options of rw.
+func (rw *Rewriter) Rewrite(dst, batches []byte, fn func(r *Record) (changed bool, err error)) (out []byte, changed bool, err error) {
+	st := getState()
+	defer st.release()
+	st.in, st.dst, st.limit = batches, dst, rw.limit()
+
+	for pos := 0; pos < len(batches); {
+		n, kind, err := frame(batches[pos:])
+		if err != nil {
+			return nil, false, &BatchError{Pos: pos, BaseOffset: baseOffset(batches[pos:]), Err: err}
+		}
+		raw := batches[pos : pos+n]
+		switch kind {
+		case kindPartial:
+			if rw.Strict {
+				return nil, false, &BatchError{Pos: pos, BaseOffset: baseOffset(raw), Err: ErrPartial}
+			}
+			st.copyRaw(raw)
+		case kindLegacy:
+			if rw.Strict {
+				return nil, false, &BatchError{Pos: pos, BaseOffset: baseOffset(raw), Err: ErrLegacyFormat}
+			}
+			st.copyRaw(raw)
+		case kindV2:
+			if err := st.rewriteBatch(pos, raw, fn); err != nil {
+				return nil, false, err
+			}
+		}
+		pos += n
+	}
+	if !st.started {
+		return batches, false, nil
+	}
+	return st.out, true, nil
+}
+
+func (rw *Rewriter) limit() int {
+	if rw == nil || rw.MaxDecompressedBytes <= 0 {
+		return DefaultMaxDecompressedBytes
+	}
+	return rw.MaxDecompressedBytes
+}
+
+const (
+	kindPartial = iota
+	kindLegacy
+	kindV2
+)
+
+// frame returns the size of the batch at the start of b and its kind. The
+// framing (base offset int64, length int32) is the same for message sets of
+// every magic.
+func frame(b []byte) (n, kind int, err error) {
+	if len(b) < offMagic+1 {
+		return len(b), kindPartial, nil
+	}
+	l := int32(binary.BigEndian.Uint32(b[offLength:]))
+	if l < 0 {
+		return 0, 0, fmt.Errorf("%w: negative batch length %d", ErrCorrupt, l)
+	}
+	total := 12 + int(l)
+	if total > len(b) {
+		return len(b), kindPartial, nil
+	}
+	if l < offMagic+1-12 {
+		return 0, 0, fmt.Errorf("%w: batch length %d too short", ErrCorrupt, l)
+	}
+	switch magic := int8(b[offMagic]); magic {
+	case 0, 1:
+		return total, kindLegacy, nil
+	case 2:
+		if l < batchMinLength {
+			return 0, 0, fmt.Errorf("%w: batch length %d too short", ErrCorrupt, l)
+		}
+		return total, kindV2, nil
+	default:
+		return 0, 0, fmt.Errorf("%w: unknown magic %d", ErrCorrupt, magic)
+	}
+}
+
+func baseOffset(b []byte) int64 {
+	if len(b) < 8 {
+		return -1
+	}
+	return int64(binary.BigEndian.Uint64(b))
+}
+
+// state is the per-call scratch, pooled.
+type state struct {
+	// output
+	in, dst, out []byte
+	started      bool
+	limit        int
+
+	hdr  kmsg.RecordBatch
+	kr   kmsg.Record
+	rec  Record
+	hdrs []kmsg.Header // header scratch, reused across records
+	dec  []byte        // decompressed body
+	body []byte        // rebuilt body of a compressed batch
+}
+
+var states = sync.Pool{New: func() any { return new(state) }}
+
+// Buffers above this capacity are not kept in the pool.
+const maxPooledBuffer = 16 << 20
+
+func getState() *state { return states.Get().(*state) }
+
+func (st *state) release() {
+	st.in, st.dst, st.out, st.started = nil, nil, nil, false
+	st.hdr.Records = nil
+	st.kr = kmsg.Record{}
+	st.rec = Record{}
+	clear(st.hdrs[:cap(st.hdrs)]) // drop references to the input
+	st.hdrs = st.hdrs[:0]
+	if cap(st.dec) > maxPooledBuffer {
+		st.dec = nil
+	}
+	if cap(st.body) > maxPooledBuffer {
+		st.body = nil
+	}
+	st.dec, st.body = st.dec[:0], st.body[:0]
+	states.Put(st)
+}
+
+// begin starts the output on the first change: dst, then the input up to
+// the batch at pos.
+func (st *state) begin(pos int) {
+	if st.started {
+		return
+	}
+	st.started = true
+	// Room for the whole input plus growth from the changes, once.
+	st.out = slices.Grow(st.dst, len(st.in)+len(st.in)/4+4096)
+	st.out = append(st.out, st.in[:pos]...)
+}
+
+func (st *state) copyRaw(raw []byte) {
+	if st.started {
+		st.out = append(st.out, raw...)
+	}
+}
+
+func corrupt(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrCorrupt}, args...)...)
+}
+
+// openBatch parses the header of the magic 2 batch raw into st.hdr,
+// verifies its CRC and returns its decompressed records section. control
+// reports a control batch, for which nothing else is done.
+func (st *state) openBatch(raw []byte, checkCRC bool) (body []byte, control bool, err error) {
+	hdr := &st.hdr
+	if err := hdr.ReadFrom(raw); err != nil {
+		return nil, false, corrupt("batch header: %v", err)
+	}
+	if hdr.Attributes&attrControl != 0 {
+		return nil, true, nil
+	}
+	if checkCRC {
+		if got := crc32.Checksum(raw[offAttributes:], crcTable); got != uint32(hdr.CRC) {
+			return nil, false, corrupt("CRC mismatch: batch says %08x, computed %08x", uint32(hdr.CRC), got)
+		}
+	}
+	if hdr.NumRecords < 0 {
+		return nil, false, corrupt("negative record count %d", hdr.NumRecords)
+	}
+	codec := hdr.Attributes & attrCompression
+	if codec > codecZstd {
+		return nil, false, fmt.Errorf("%w: %d", ErrUnknownCodec, codec)
+	}
+	if codec == codecNone || hdr.NumRecords == 0 {
+		return hdr.Records, false, nil
+	}
+	st.dec, err = decompress(st.dec[:0], hdr.Records, codec, st.limit)
+	if err != nil {
+		if errors.Is(err, ErrTooLarge) {
+			return nil, false, err
+		}
+		return nil, false, corrupt("%s decompression: %v", Codec(hdr.Attributes), err)
+	}
+	return st.dec, false, nil
+}
+
+// readRecord parses the record at body[p:] into st.rec and returns where
+// it ends.
+func (st *state) readRecord(body []byte, p int) (int, error) {
+	l, n := binary.Varint(body[p:])
+	if n <= 0 || l < 0 || l > int64(len(body)-p-n) {
+		return 0, corrupt("bad record length at byte %d of the records section", p)
+	}
+	end := p + n + int(l)
+	kr := &st.kr
+	kr.Headers = st.hdrs[:0]
+	if err := kr.UnsafeReadFrom(body[p:end]); err != nil {
+		return 0, corrupt("record at byte %d of the records section: %v", p, err)
+	}
+	st.hdrs = kr.Headers[:0]
+	rec := &st.rec
+	rec.Key, rec.Value, rec.Headers = kr.Key, kr.Value, kr.Headers
+	rec.attrs, rec.tsDelta, rec.offDelta = kr.Attributes, kr.TimestampDelta64, kr.OffsetDelta
+	rec.batch = &st.hdr
+	return end, nil
+}
+
+func (st *state) rewriteBatch(pos int, raw []byte, fn func(*Record) (bool, error)) error {
+	body, control, err := st.openBatch(raw, true)
+	if err != nil {
+		return &BatchError{Pos: pos, BaseOffset: baseOffset(raw), Err: err}
+	}
+	if control || st.hdr.NumRecords == 0 {
+		st.copyRaw(raw)
+		return nil
+	}
+	codec := st.hdr.Attributes & attrCompression
+	var (
+		rebuilt    bool
+		batchStart int
+		p          int
+	)
+	for i := int32(0); i < st.hdr.NumRecords; i++ {
+		if p >= len(body) {
+			return &BatchError{Pos: pos, BaseOffset: st.hdr.FirstOffset, Err: corrupt("%d records declared, %d found", st.hdr.NumRecords, i)}
+		}
+		end, err := st.readRecord(body, p)
+		if err != nil {
+			return &BatchError{Pos: pos, BaseOffset: st.hdr.FirstOffset, Err: err}
+		}
+		changed, err := fn(&st.rec)
+		if err != nil {
+			return fmt.Errorf("records: record at offset %d: %w", st.rec.Offset(), err)
+		}
+		if changed {
+			if !rebuilt {
+				rebuilt = true
+				st.begin(pos)
+				batchStart = len(st.out)
+				h := st.hdr
+				h.Records = nil
+				st.out = h.AppendTo(st.out)
+				if codec == codecNone {
+					st.out = append(st.out, body[:p]...)
+				} else {
+					st.body = append(st.body[:0], body[:p]...)
+				}
+			}
+			if codec == codecNone {
+				st.out, err = appendRecord(st.out, &st.rec)
+			} else {
+				st.body, err = appendRecord(st.body, &st.rec)
+			}
+			if err != nil {
+				return err
+			}
+		} else if rebuilt {
+			if codec == codecNone {
+				st.out = append(st.out, body[p:end]...)
+			} else {
+				st.body = append(st.body, body[p:end]...)
+			}
+		}
+		p = end
+	}
+	if p != len(body) {
+		return &BatchError{Pos: pos, BaseOffset: st.hdr.FirstOffset, Err: corrupt("%d bytes after the last record", len(body)-p)}
+	}
+	if !rebuilt {
+		st.copyRaw(raw)
+		return nil
+	}
+	if codec != codecNone {
+		st.out, err = compress(st.out, st.body, codec, isXerial(st.hdr.Records))
+		if err != nil {
+			return &BatchError{Pos: pos, BaseOffset: st.hdr.FirstOffset, Err: fmt.Errorf("records: %s compression: %w", Codec(st.hdr.Attributes), err)}
+		}
+	}
+	length := len(st.out) - batchStart - 12
+	if length > math.MaxInt32 {
+		return &BatchError{Pos: pos, BaseOffset: st.hdr.FirstOffset, Err: ErrTooLarge}
+	}
+	b := st.out[batchStart:]
+	binary.BigEndian.PutUint32(b[offLength:], uint32(length))
+	binary.BigEndian.PutUint32(b[offCRC:], crc32.Checksum(b[offAttributes:], crcTable))
+	return nil
+}
+
+// appendRecord encodes r with kmsg.Record, whose Length (the varint length
+// prefix) must be set by the caller: that is the only glue here.
+func appendRecord(dst []byte, r *Record) ([]byte, error) {
+	kr := kmsg.Record{
+		Attributes:       r.attrs,
+		TimestampDelta:   int32(r.tsDelta),
+		TimestampDelta64: r.tsDelta,
+		OffsetDelta:      r.offDelta,
+		Key:              r.Key,
+		Value:            r.Value,
+		Headers:          r.Headers,
+	}
+	n := recordBodyLen(&kr)
+	if n > math.MaxInt32 {
+		return dst, fmt.Errorf("%w: record of %d bytes", ErrTooLarge, n)
+	}
+	kr.Length = int32(n)
+	return kr.AppendTo(dst), nil
+}
+
+// recordBodyLen is the encoded size of a record after its length prefix.
+func recordBodyLen(r *kmsg.Record) int {
+	n := 1 + varintLen(r.TimestampDelta64) + varintLen(int64(r.OffsetDelta)) +
+		bytesLen(r.Key) + bytesLen(r.Value) + varintLen(int64(len(r.Headers)))
+	for i := range r.Headers {
+		h := &r.Headers[i]
+		n += varintLen(int64(len(h.Key))) + len(h.Key) + bytesLen(h.Value)
+	}
+	return n
+}
+
+func bytesLen(b []byte) int {
+	if b == nil {
+		return 1 // varint -1
+	}
+	return varintLen(int64(len(b))) + len(b)
+}
+
+// varintLen is the size of v as a zig-zag varint (Kafka's varint and
+// varlong; for an int32 the two agree).
+func varintLen(v int64) int {
+	u := uint64(v<<1) ^ uint64(v>>63)
+	n := 1
+	for u >= 0x80 {
+		u >>= 7
+		n++
+	}
+	return n
+}
