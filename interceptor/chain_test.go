@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
@@ -375,4 +377,120 @@ func TestChainClose(t *testing.T) {
 		t.Errorf("Close = %v, want the first error", err)
 	}
 	r.want(t, "a", "b", "c")
+}
+
+type refusedKey struct{}
+
+// topicPrefix is the worked example of docs/interceptors.md, verbatim but
+// for the package qualifier: keep the two in step.
+func topicPrefix(prefix string) *Interceptor {
+	msg := "topic names must start with " + prefix
+	return &Interceptor{
+		Name: "topic-prefix",
+		Hooks: []Hook{{
+			Key: kmsg.CreateTopics.Int16(),
+			Request: func(_ context.Context, x *Exchange) error {
+				req := x.Request.(*kmsg.CreateTopicsRequest)
+				var keep []kmsg.CreateTopicsRequestTopic
+				var refused []string
+				for _, t := range req.Topics {
+					if strings.HasPrefix(t.Topic, prefix) {
+						keep = append(keep, t)
+					} else {
+						refused = append(refused, t.Topic)
+					}
+				}
+				switch {
+				case len(refused) == 0:
+					return nil // forwarded as the client's original bytes
+				case len(keep) == 0: // nothing left to forward: answer
+					resp, err := ErrorResponse(req, kerr.PolicyViolation.Code)
+					if err != nil {
+						return err
+					}
+					x.Respond(resp)
+					return nil
+				}
+				req.Topics = keep
+				x.MarkModified() // re-encode the smaller request
+				x.SetValue(refusedKey{}, refused)
+				return nil
+			},
+			Response: func(_ context.Context, x *Exchange) error {
+				refused, _ := x.Value(refusedKey{}).([]string)
+				if len(refused) == 0 {
+					return nil
+				}
+				resp := x.Response.(*kmsg.CreateTopicsResponse)
+				for _, name := range refused {
+					t := kmsg.NewCreateTopicsResponseTopic()
+					t.Topic, t.ErrorCode, t.ErrorMessage = name, kerr.PolicyViolation.Code, &msg
+					resp.Topics = append(resp.Topics, t)
+				}
+				x.MarkModified()
+				return nil
+			},
+		}},
+	}
+}
+
+func TestWorkedExample(t *testing.T) {
+	c := mustChain(t, topicPrefix("team-a."))
+	ctx := context.Background()
+	newReq := func(topics ...string) *Exchange {
+		req := kmsg.NewPtrCreateTopicsRequest()
+		req.SetVersion(7)
+		for _, name := range topics {
+			rt := kmsg.NewCreateTopicsRequestTopic()
+			rt.Topic = name
+			req.Topics = append(req.Topics, rt)
+		}
+		return &Exchange{Conn: &Conn{ID: 1}, Key: 19, Version: 7, Request: req}
+	}
+
+	// Mixed: the refused topic is removed from the request and added back
+	// to the broker's answer.
+	x := newReq("team-a.orders", "orders")
+	if err := c.Request(ctx, x); err != nil {
+		t.Fatal(err)
+	}
+	req := x.Request.(*kmsg.CreateTopicsRequest)
+	if x.Response != nil || !x.RequestModified() || len(req.Topics) != 1 || req.Topics[0].Topic != "team-a.orders" {
+		t.Fatalf("request phase: modified %v, topics %+v", x.RequestModified(), req.Topics)
+	}
+	broker := kmsg.NewPtrCreateTopicsResponse()
+	broker.SetVersion(7)
+	ok := kmsg.NewCreateTopicsResponseTopic()
+	ok.Topic = "team-a.orders"
+	broker.Topics = append(broker.Topics, ok)
+	x.Response = broker
+	if err := c.Response(ctx, x); err != nil {
+		t.Fatal(err)
+	}
+	codes := map[string]int16{}
+	for _, rt := range x.Response.(*kmsg.CreateTopicsResponse).Topics {
+		codes[rt.Topic] = rt.ErrorCode
+	}
+	if !x.ResponseModified() || len(codes) != 2 || codes["team-a.orders"] != 0 || codes["orders"] != kerr.PolicyViolation.Code {
+		t.Errorf("response phase: modified %v, codes %v", x.ResponseModified(), codes)
+	}
+
+	// All refused: answered without forwarding.
+	x = newReq("orders", "payments")
+	if err := c.Request(ctx, x); err != nil {
+		t.Fatal(err)
+	}
+	resp, ok2 := x.Response.(*kmsg.CreateTopicsResponse)
+	if !ok2 || len(resp.Topics) != 2 || resp.Topics[1].Topic != "payments" || resp.Topics[1].ErrorCode != kerr.PolicyViolation.Code {
+		t.Fatalf("answer %+v", x.Response)
+	}
+	if err := c.Response(ctx, x); err != nil { // no earlier interceptor: nothing runs
+		t.Fatal(err)
+	}
+
+	// All allowed: untouched, forwarded as the original bytes.
+	x = newReq("team-a.x")
+	if err := c.Request(ctx, x); err != nil || x.Response != nil || x.RequestModified() {
+		t.Errorf("allowed: err %v, answered %v, modified %v", err, x.Response != nil, x.RequestModified())
+	}
 }

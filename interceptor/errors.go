@@ -37,7 +37,9 @@ const refusedMessage = "refused by proxy policy"
 // (ListOffsets' Timestamp) are echoed as the client sent them; clients ignore
 // them when the item has an error code. Nested non-list structs are left at
 // their defaults. The response is what a broker would say to an unauthorized
-// client in shape, not in every detail.
+// client in shape, not in every detail. Reflection and the check below (an
+// encode and a decode) make it slow next to hand-written code: it is meant
+// for denials, not for every request.
 //
 // ErrorResponse returns an error when the response would carry code nowhere
 // at req's version (for example Metadata below v13 asking for all topics:

@@ -315,3 +315,36 @@ func TestErrorResponseRefuses(t *testing.T) {
 		t.Errorf("metadata v13 has a top-level error code: %v", err)
 	}
 }
+
+// FuzzErrorResponse feeds ErrorResponse what a hostile client can send: any
+// request body that kmsg decodes. It must not panic, and an answer it gives
+// must survive the round trip with the code in it.
+func FuzzErrorResponse(f *testing.F) {
+	for key := int16(0); key <= 100; key++ {
+		if r := kmsg.RequestForKey(key); r != nil {
+			req := kmsg.RequestForKey(key)
+			populate(reflect.ValueOf(req).Elem(), 0)
+			req.SetVersion(r.MaxVersion())
+			f.Add(key, r.MaxVersion(), req.AppendTo(nil))
+			req.SetVersion(0)
+			f.Add(key, int16(0), req.AppendTo(nil))
+		}
+	}
+	f.Fuzz(func(t *testing.T, key, version int16, body []byte) {
+		req := kmsg.RequestForKey(key)
+		if req == nil || version < 0 || version > req.MaxVersion() {
+			return
+		}
+		req.SetVersion(version)
+		if req.ReadFrom(body) != nil {
+			return
+		}
+		resp, err := ErrorResponse(req, testCode)
+		if err != nil {
+			return
+		}
+		if !codeIn(roundTrip(t, resp), testCode) {
+			t.Fatalf("%s v%d: code missing after the round trip", kmsg.NameForKey(key), version)
+		}
+	})
+}

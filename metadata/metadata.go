@@ -41,8 +41,9 @@ type Mapper interface {
 	Advertise(nodeID int32, host string, port int32) (advHost string, advPort int32, err error)
 }
 
-// New returns the "metadata" interceptor. topics may be nil; when it is not,
-// every Metadata response that flows through feeds it.
+// New returns the "metadata" interceptor. m must not be nil. topics may be
+// nil; when it is not, every Metadata v10+ response that flows through feeds
+// it.
 func New(m Mapper, topics *TopicNames) *interceptor.Interceptor {
 	r := &rewriter{m: m, topics: topics}
 	return &interceptor.Interceptor{
@@ -99,7 +100,7 @@ func typeError(want string, got kmsg.Response) error {
 //
 // Topic ids are never reused, so an entry never goes stale; a deleted topic's
 // entry stays until the process restarts (one id and name per topic ever
-// seen).
+// seen). The zero value is an empty map ready to use.
 type TopicNames struct {
 	mu    sync.RWMutex
 	names map[[16]byte]string
@@ -128,6 +129,9 @@ func (t *TopicNames) Learn(resp *kmsg.MetadataResponse) {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.names == nil {
+		t.names = make(map[[16]byte]string)
+	}
 	for i := range resp.Topics {
 		tp := &resp.Topics[i]
 		if learnable(tp) {

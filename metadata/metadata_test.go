@@ -40,34 +40,18 @@ func ids(v ...int32) func(int16) []int32 { return func(int16) []int32 { return v
 
 func rewriteCases() []rewriteCase {
 	const (
-		notLeader      = 6
-		coordNotAvail  = 15
-		maxProduce     = 13
-		maxFetch       = 18
-		maxMetadata    = 13
-		maxFindCoord   = 6
-		maxDescCluster = 2
-		maxShare       = 2
+		notLeader     = 6
+		coordNotAvail = 15
 	)
-	// Pin our copy of kmsg's maxima: a kmsg upgrade that adds a version fails
-	// here, so someone checks the new version for new address fields.
-	for _, c := range []struct {
-		r    kmsg.Response
-		want int16
-	}{
-		{&kmsg.ProduceResponse{}, maxProduce},
-		{&kmsg.FetchResponse{}, maxFetch},
-		{&kmsg.MetadataResponse{}, maxMetadata},
-		{&kmsg.FindCoordinatorResponse{}, maxFindCoord},
-		{&kmsg.DescribeClusterResponse{}, maxDescCluster},
-		{&kmsg.ShareFetchResponse{}, maxShare},
-		{&kmsg.ShareAcknowledgeResponse{}, maxShare},
-	} {
-		if got := c.r.MaxVersion(); got != c.want {
-			panic("kmsg max version changed: check the new version for address fields")
-		}
-	}
-
+	var (
+		maxProduce     = (&kmsg.ProduceResponse{}).MaxVersion()
+		maxFetch       = (&kmsg.FetchResponse{}).MaxVersion()
+		maxMetadata    = (&kmsg.MetadataResponse{}).MaxVersion()
+		maxFindCoord   = (&kmsg.FindCoordinatorResponse{}).MaxVersion()
+		maxDescCluster = (&kmsg.DescribeClusterResponse{}).MaxVersion()
+		maxShare       = (&kmsg.ShareFetchResponse{}).MaxVersion()
+		maxShareAck    = (&kmsg.ShareAcknowledgeResponse{}).MaxVersion()
+	)
 	produce := func(hints bool) func() kmsg.Response {
 		return func() kmsg.Response {
 			r := &kmsg.ProduceResponse{
@@ -266,7 +250,7 @@ func rewriteCases() []rewriteCase {
 			calls: ids(2),
 		},
 		{
-			name: "ShareAcknowledge", key: 79, lo: 0, hi: maxShare,
+			name: "ShareAcknowledge", key: 79, lo: 0, hi: maxShareAck,
 			build: func() kmsg.Response {
 				return &kmsg.ShareAcknowledgeResponse{
 					Topics: []kmsg.ShareAcknowledgeResponseTopic{{
@@ -289,6 +273,29 @@ func rewriteCases() []rewriteCase {
 			},
 			calls: ids(1, 3),
 		},
+	}
+}
+
+// TestKmsgMaxVersions pins the kmsg versions this package was checked
+// against. When a kmsg upgrade adds a version, TestRewrite covers it already;
+// this test fails so that someone reads the new version's schema for new
+// address fields before bumping the numbers.
+func TestKmsgMaxVersions(t *testing.T) {
+	for _, c := range []struct {
+		r    kmsg.Response
+		want int16
+	}{
+		{&kmsg.ProduceResponse{}, 13},
+		{&kmsg.FetchResponse{}, 18},
+		{&kmsg.MetadataResponse{}, 13},
+		{&kmsg.FindCoordinatorResponse{}, 6},
+		{&kmsg.DescribeClusterResponse{}, 2},
+		{&kmsg.ShareFetchResponse{}, 2},
+		{&kmsg.ShareAcknowledgeResponse{}, 2},
+	} {
+		if got := c.r.MaxVersion(); got != c.want {
+			t.Errorf("%s: kmsg max version %d, checked up to %d: look for new broker address fields", kmsg.NameForKey(c.r.Key()), got, c.want)
+		}
 	}
 }
 
@@ -509,6 +516,15 @@ func TestTopicNamesLearnsFromMetadataV12(t *testing.T) {
 		t.Error("learned an id from a v9 response")
 	}
 	names.Learn(nil) // must not panic
+
+	var zero TopicNames // usable as is
+	if _, ok := zero.Name(topicID1); ok {
+		t.Error("zero TopicNames knows a name")
+	}
+	zero.Learn(&kmsg.MetadataResponse{Topics: resp.Topics})
+	if n, ok := zero.Name(topicID1); !ok || n != "orders" {
+		t.Errorf("zero TopicNames: Name = %q, %v", n, ok)
+	}
 }
 
 func TestTopicNamesConcurrent(t *testing.T) {

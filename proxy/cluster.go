@@ -132,4 +132,3 @@ func (s *Server) answerApiVersions(ctx context.Context, h reqHeader) ([]byte, er
 	}
 	return appendResponseFrame(nil, h.corr, &resp), nil
 }
-

@@ -27,11 +27,14 @@ const (
 // readFrame reads one size-prefixed frame into buf (grown as needed) and
 // returns the body. The size is checked against max before any allocation.
 func readFrame(r *bufio.Reader, buf []byte, max, min int32) ([]byte, error) {
-	var size [4]byte
-	if _, err := io.ReadFull(r, size[:]); err != nil {
+	size, err := r.Peek(4) // Peek, not ReadFull into a local: no allocation
+	if err != nil {
+		if err == io.EOF && len(size) > 0 {
+			err = io.ErrUnexpectedEOF
+		}
 		return buf, err
 	}
-	n := int32(binary.BigEndian.Uint32(size[:]))
+	n := int32(binary.BigEndian.Uint32(size))
 	if size[0] == 0x16 && size[1] == 0x03 {
 		// A TLS record header (handshake, version 3.x) read as a size: a
 		// client speaking TLS to a plaintext port. Say so, rather than
@@ -44,11 +47,12 @@ func readFrame(r *bufio.Reader, buf []byte, max, min int32) ([]byte, error) {
 	if n < min {
 		return buf, fmt.Errorf("%w: frame of %d bytes", errMalformed, n)
 	}
+	_, _ = r.Discard(4)
 	if cap(buf) < int(n) {
 		buf = make([]byte, n, roundUp(int(n)))
 	}
 	buf = buf[:n]
-	_, err := io.ReadFull(r, buf)
+	_, err = io.ReadFull(r, buf)
 	if err == io.EOF {
 		err = io.ErrUnexpectedEOF
 	}
@@ -204,4 +208,14 @@ func appendRequestFrame(dst []byte, h reqHeader, req kmsg.Request) []byte {
 	dst = req.AppendTo(dst)
 	binary.BigEndian.PutUint32(dst[start:], uint32(len(dst)-start-4))
 	return dst
+}
+
+// writeSize writes a frame's 4-byte size prefix.
+func writeSize(w *bufio.Writer, n int) error {
+	for _, shift := range [4]uint{24, 16, 8, 0} {
+		if err := w.WriteByte(byte(n >> shift)); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -42,7 +42,7 @@ type Server struct {
 	ready atomic.Bool
 
 	mu        sync.Mutex
-	upstreams map[int32]string         // node id -> advertised upstream host:port
+	upstreams map[int32]string          // node id -> advertised upstream host:port
 	brokers   map[int32]*brokerListener // port mode only
 	listeners []net.Listener            // bootstrap and SNI
 	sessions  map[*session]struct{}
@@ -259,6 +259,9 @@ func (s *Server) serve(ln net.Listener, name string, node int32, sni bool) {
 // upstream and returns the address clients are given, opening the node's
 // listener on first sight.
 func (s *Server) Advertise(node int32, host string, port int32) (string, int32, error) {
+	if node < 0 {
+		return "", 0, fmt.Errorf("broker with negative node id %d", node)
+	}
 	up := net.JoinHostPort(host, strconv.Itoa(int(port)))
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -269,6 +272,9 @@ func (s *Server) Advertise(node int32, host string, port int32) (string, int32, 
 	b := s.brokers[node]
 	if b == nil && !s.closing {
 		port := s.cfg.Listen.BrokerPort(node)
+		if port <= 0 || port > 65535 {
+			return "", 0, fmt.Errorf("broker %d: listener port %d out of range (broker_port_base %d + node id); set listen.broker_ports.%d", node, port, s.cfg.Listen.BrokerPortBase, node)
+		}
 		h, _, _ := net.SplitHostPort(s.cfg.Listen.Bootstrap)
 		ln, err := net.Listen("tcp", net.JoinHostPort(h, strconv.Itoa(port)))
 		if err != nil {

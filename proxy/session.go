@@ -307,9 +307,7 @@ func (ss *session) forward(frame, out []byte) error {
 		_, err := w.Write(out)
 		return err
 	}
-	var size [4]byte
-	binary.BigEndian.PutUint32(size[:], uint32(len(frame)))
-	if _, err := w.Write(size[:]); err != nil {
+	if err := writeSize(w, len(frame)); err != nil {
 		return err
 	}
 	_, err := w.Write(frame)
@@ -395,7 +393,7 @@ func (ss *session) pump(ctx context.Context) {
 	s := ss.srv
 	var buf []byte
 	for p := range ss.pending {
-		var out []byte  // what to write
+		var out []byte   // what to write
 		prefixed := true // out carries its own size prefix
 		k := apiIndex(p.key)
 		switch {
@@ -431,9 +429,7 @@ func (ss *session) pump(ctx context.Context) {
 				out = o
 			}
 			if out == nil {
-				var size [4]byte
-				binary.BigEndian.PutUint32(size[:], uint32(len(frame)))
-				if _, err := ss.cw.Write(size[:]); err != nil {
+				if err := writeSize(ss.cw, len(frame)); err != nil {
 					ss.close(nil)
 					return
 				}

@@ -167,3 +167,5 @@ func sameHeader(t testing.TB, in, out *kmsg.RecordBatch) {
 		t.Fatalf("batch header changed:\n in  %+v\n out %+v", a, b)
 	}
 }
+
+func crcOf(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }

@@ -56,14 +56,20 @@ func (b *Batch) CRCValid() bool {
 // record, read-only (changes fn makes are discarded). The CRC is not
 // checked: call CRCValid first if it matters. For control batches, message
 // sets of magic 0/1 and partial batches it does nothing. The Record is only
-// valid during fn.
+// valid during fn. The decompressed size is bounded by
+// DefaultMaxDecompressedBytes; see [Rewriter.Records] for another bound.
 func (b *Batch) Records(fn func(r *Record) error) error {
+	return defaultRewriter.Records(b, fn)
+}
+
+// Records is [Batch.Records] with the decompression bound of rw.
+func (rw *Rewriter) Records(b *Batch, fn func(r *Record) error) error {
 	if b.Partial || b.Magic != 2 || b.IsControl() {
 		return nil
 	}
 	st := getState()
 	defer st.release()
-	st.limit = DefaultMaxDecompressedBytes
+	st.limit = rw.limit()
 	body, _, err := st.openBatch(b.Raw, false)
 	if err != nil {
 		return &BatchError{Pos: b.Pos, BaseOffset: b.Header.FirstOffset, Err: err}
@@ -81,6 +87,9 @@ func (b *Batch) Records(fn func(r *Record) error) error {
 			return err
 		}
 		p = end
+	}
+	if p != len(body) {
+		return &BatchError{Pos: b.Pos, BaseOffset: b.Header.FirstOffset, Err: corrupt("%d bytes after the last record", len(body)-p)}
 	}
 	return nil
 }

@@ -171,13 +171,17 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 	f := newFlags("validate", stderr)
 	cfg, err := f.load(args)
 	if err == nil {
-		err = cfg.Validate()
-	}
-	if err == nil {
-		var set *registry.Set
-		if set, err = registry.Build(cfg, slog.New(slog.DiscardHandler), prometheus.NewRegistry()); err == nil {
+		// Report config and interceptor problems together.
+		var errs []error
+		if verr := cfg.Validate(); verr != nil {
+			errs = append(errs, verr)
+		}
+		if set, berr := registry.Build(cfg, slog.New(slog.DiscardHandler), prometheus.NewRegistry()); berr != nil {
+			errs = append(errs, berr)
+		} else {
 			set.Close()
 		}
+		err = errors.Join(errs...)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "invalid configuration:\n%s\n", indent(err.Error()))

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/strait-proxy/strait/crypto/kms"
@@ -122,7 +123,8 @@ type dekCache struct {
 type entry struct {
 	key        string
 	aead       cipher.AEAD
-	expires    time.Time
+	expired    atomic.Bool // set by timer after MaxAge (no clock read per Open)
+	timer      *time.Timer
 	prev, next *entry
 }
 
@@ -135,7 +137,7 @@ type unwrapCall struct {
 func (c *dekCache) get(ctx context.Context, cacheKey, keyID, wrapped []byte, opts OpenerOptions) (cipher.AEAD, error) {
 	c.mu.Lock()
 	if e := c.m[string(cacheKey)]; e != nil {
-		if time.Now().Before(e.expires) {
+		if !e.expired.Load() {
 			c.moveFront(e)
 			c.mu.Unlock()
 			return e.aead, nil
@@ -159,7 +161,9 @@ func (c *dekCache) get(ctx context.Context, cacheKey, keyID, wrapped []byte, opt
 			call.aead, call.err = aead, err
 			delete(c.inflight, key)
 			if err == nil && c.max > 0 {
-				c.add(&entry{key: key, aead: aead, expires: time.Now().Add(opts.MaxAge)})
+				e := &entry{key: key, aead: aead}
+				e.timer = time.AfterFunc(opts.MaxAge, func() { e.expired.Store(true) })
+				c.add(e)
 			}
 			c.mu.Unlock()
 			close(call.done)
@@ -227,6 +231,7 @@ func (c *dekCache) moveFront(e *entry) {
 func (c *dekCache) remove(e *entry) {
 	e.prev.next, e.next.prev = e.next, e.prev
 	e.prev, e.next = nil, nil
+	e.timer.Stop()
 	delete(c.m, e.key)
 	c.n--
 }

@@ -18,6 +18,7 @@ const (
 	DefaultDEKMaxAge     = time.Hour
 	DefaultDEKMaxUses    = 1 << 20 // 1,048,576 messages per DEK
 	DefaultKMSTimeout    = 10 * time.Second
+	DefaultErrorHoldoff  = time.Second
 	DefaultOpenerEntries = 4096
 	DefaultOpenerMaxAge  = time.Hour
 	// MaxDEKUses is the hard ceiling on MaxUses: 2^32 messages per DEK, NIST
@@ -36,6 +37,11 @@ type SealerOptions struct {
 	MaxUses uint64
 	// KMSTimeout bounds one GenerateDataKey call (default 10s).
 	KMSTimeout time.Duration
+	// ErrorHoldoff: after a failed GenerateDataKey, Seal for that key id
+	// fails fast with the same error for this long instead of calling the KMS
+	// again (default 1s; negative disables), so an outage costs one KMS call
+	// per key id per holdoff, not one per produce request.
+	ErrorHoldoff time.Duration
 	// NoTopicBinding: when set, Seal never binds the topic even if the AAD
 	// names one (for topics consumed under another name, see docs).
 	NoTopicBinding bool
@@ -50,6 +56,9 @@ func (o *SealerOptions) fill() error {
 	}
 	if o.KMSTimeout == 0 {
 		o.KMSTimeout = DefaultKMSTimeout
+	}
+	if o.ErrorHoldoff == 0 {
+		o.ErrorHoldoff = DefaultErrorHoldoff
 	}
 	if o.MaxAge < 0 || o.MaxUses > MaxDEKUses || o.KMSTimeout < 0 {
 		return fmt.Errorf("envelope: sealer options out of range (max age %v, max uses %d, at most %d)", o.MaxAge, o.MaxUses, uint64(MaxDEKUses))
@@ -68,14 +77,18 @@ type Sealer struct {
 	kind Kind
 	opts SealerOptions
 
-	slots sync.Map // key id -> *slot
+	slots sync.Map                // key id -> *slot
+	hot   atomic.Pointer[slot] // last slot used: skips the map for the common single-key case
 }
 
 type slot struct {
-	cur atomic.Pointer[dek]
+	keyID string
+	cur   atomic.Pointer[dek]
 
-	mu       sync.Mutex
-	inflight *genCall // guarded by mu
+	mu        sync.Mutex
+	inflight  *genCall  // guarded by mu
+	lastErr   error     // guarded by mu: last GenerateDataKey failure
+	lastErrAt time.Time // guarded by mu
 }
 
 type genCall struct {
@@ -91,7 +104,24 @@ type dek struct {
 	prefixT []byte // the same with the topic-bound flag set
 	next    atomic.Uint64
 	maxUses uint64
-	expires time.Time // monotonic
+	// expired is set by a timer after MaxAge: reading the clock on every
+	// Seal costs more than the rest of the envelope on some VMs.
+	expired atomic.Bool
+	timer   *time.Timer
+}
+
+// usable reports whether d may still seal (age and use count).
+func (d *dek) usable() bool {
+	return d != nil && !d.expired.Load() && d.next.Load() < d.maxUses
+}
+
+func (d *dek) retire() {
+	if d != nil {
+		d.expired.Store(true)
+		if d.timer != nil {
+			d.timer.Stop()
+		}
+	}
 }
 
 // NewSealer returns a Sealer for provider p, whose Name() must be a known
@@ -115,7 +145,7 @@ func (s *Sealer) Seal(ctx context.Context, dst []byte, keyID string, aad AAD, pl
 	sl := s.slot(keyID)
 	for {
 		d := sl.cur.Load()
-		if d == nil || !time.Now().Before(d.expires) {
+		if d == nil || d.expired.Load() {
 			var err error
 			if d, err = s.refresh(ctx, sl, keyID, d); err != nil {
 				return dst, err
@@ -136,25 +166,35 @@ func (s *Sealer) Seal(ctx context.Context, dst []byte, keyID string, aad AAD, pl
 // new one (for instance right after a KEK rotation).
 func (s *Sealer) Rotate(keyID string) {
 	if v, ok := s.slots.Load(keyID); ok {
-		v.(*slot).cur.Store(nil)
+		v.(*slot).cur.Swap(nil).retire()
 	}
 }
 
 func (s *Sealer) slot(keyID string) *slot {
-	if v, ok := s.slots.Load(keyID); ok {
-		return v.(*slot)
+	if h := s.hot.Load(); h != nil && h.keyID == keyID {
+		return h
 	}
-	v, _ := s.slots.LoadOrStore(keyID, new(slot))
-	return v.(*slot)
+	v, ok := s.slots.Load(keyID)
+	if !ok {
+		v, _ = s.slots.LoadOrStore(keyID, &slot{keyID: keyID})
+	}
+	sl := v.(*slot)
+	s.hot.Store(sl)
+	return sl
 }
 
 // refresh returns a usable DEK other than old, generating one if needed.
 // Concurrent callers share one KMS call; each waits under its own ctx.
 func (s *Sealer) refresh(ctx context.Context, sl *slot, keyID string, old *dek) (*dek, error) {
 	sl.mu.Lock()
-	if cur := sl.cur.Load(); cur != nil && cur != old && time.Now().Before(cur.expires) && cur.next.Load() < cur.maxUses {
+	if cur := sl.cur.Load(); cur != old && cur.usable() {
 		sl.mu.Unlock()
 		return cur, nil
+	}
+	if sl.lastErr != nil && time.Since(sl.lastErrAt) < s.opts.ErrorHoldoff {
+		err := sl.lastErr
+		sl.mu.Unlock()
+		return nil, err
 	}
 	c := sl.inflight
 	if c == nil {
@@ -169,7 +209,11 @@ func (s *Sealer) refresh(ctx context.Context, sl *slot, keyID string, old *dek) 
 			sl.mu.Lock()
 			c.d, c.err = d, err
 			if err == nil {
-				sl.cur.Store(d)
+				d.timer = time.AfterFunc(s.opts.MaxAge, func() { d.expired.Store(true) })
+				sl.cur.Swap(d).retire()
+				sl.lastErr = nil
+			} else {
+				sl.lastErr, sl.lastErrAt = err, time.Now()
 			}
 			sl.inflight = nil
 			sl.mu.Unlock()
@@ -199,12 +243,12 @@ func (s *Sealer) generate(ctx context.Context, keyID string) (*dek, error) {
 	if len(dk.Wrapped) == 0 || len(dk.Wrapped) > MaxWrappedLen {
 		return nil, fmt.Errorf("envelope: %s returned a wrapped key of %d bytes (1 to %d allowed)", s.kind, len(dk.Wrapped), MaxWrappedLen)
 	}
-	d, err := newDEK(s.kind, keyID, dk.Plaintext, dk.Wrapped, s.opts.MaxUses, time.Now().Add(s.opts.MaxAge))
+	d, err := newDEK(s.kind, keyID, dk.Plaintext, dk.Wrapped, s.opts.MaxUses)
 	clear(dk.Plaintext)
 	return d, err
 }
 
-func newDEK(kind Kind, keyID string, plaintext, wrapped []byte, maxUses uint64, expires time.Time) (*dek, error) {
+func newDEK(kind Kind, keyID string, plaintext, wrapped []byte, maxUses uint64) (*dek, error) {
 	aead, err := newAEAD(plaintext)
 	if err != nil {
 		return nil, err
@@ -214,7 +258,6 @@ func newDEK(kind Kind, keyID string, plaintext, wrapped []byte, maxUses uint64, 
 		prefix:  appendHeaderPrefix(nil, kind, false, keyID, wrapped),
 		prefixT: appendHeaderPrefix(nil, kind, true, keyID, wrapped),
 		maxUses: maxUses,
-		expires: expires,
 	}, nil
 }
 

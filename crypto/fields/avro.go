@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hamba/avro/v2"
@@ -25,8 +26,8 @@ type AvroConfig struct {
 	// Local are writer schemas read from .avsc files, each with the schema
 	// id that producers put in the wire header.
 	Local []LocalAvro
-	// RetryAfter is how long a failed schema compilation is remembered
-	// (default 1s).
+	// RetryAfter is how long a failed schema lookup/compilation is
+	// remembered (default: the registry's RetryAfter, else 1s).
 	RetryAfter time.Duration
 }
 
@@ -62,6 +63,9 @@ func NewAvro(cfg AvroConfig) (Walker, error) {
 	}
 	w := &avroWalker{root: root, reg: cfg.Registry, local: map[int32]avro.Schema{}}
 	w.plans.retryAfter = cfg.RetryAfter
+	if w.plans.retryAfter <= 0 && cfg.Registry != nil {
+		w.plans.retryAfter = cfg.Registry.retryAfter
+	}
 	if w.plans.retryAfter <= 0 {
 		w.plans.retryAfter = time.Second
 	}
@@ -182,8 +186,16 @@ func (w *avroWalker) run(dst, value []byte, seal SealFunc, open OpenFunc) ([]byt
 	if p == nil { // no configured path in this schema
 		return append(dst, value...), nil
 	}
-	a := &awalk{src: value, out: dst, seal: seal, open: open, budget: len(value) + 1<<16}
-	a.path.b = append(make([]byte, 0, 64), '$')
+	a := awalkPool.Get().(*awalk)
+	defer func() {
+		a.src, a.out, a.seal, a.open = nil, nil, nil, nil
+		if cap(a.scratch) > 64<<10 {
+			a.scratch = nil
+		}
+		awalkPool.Put(a)
+	}()
+	a.src, a.out, a.last, a.seal, a.open, a.budget = value, dst, 0, seal, open, len(value)+1<<16
+	a.path.b = append(a.path.b[:0], '$')
 	end, err := a.walk(p, 5)
 	if err != nil {
 		return dst, err
@@ -465,6 +477,8 @@ func compileAPlan(t *aType, n *pnode, found map[*pnode]bool, depth int) (*aPlan,
 
 // ---- binary walk ----
 
+var awalkPool = sync.Pool{New: func() any { return &awalk{path: pathBuf{b: make([]byte, 0, 64)}} }}
+
 type awalk struct {
 	src     []byte
 	out     []byte
@@ -631,25 +645,25 @@ func (a *awalk) walk(p *aPlan, i int) (int, error) {
 				return i, nil
 			}
 			sized := cnt < 0
-			origCnt := cnt
+			cntEnd, itemsStart := i, i
+			var oldSize int64
 			mark := 0
 			if sized {
 				if cnt == math.MinInt64 {
 					return i, malformed("avro: bad block count")
 				}
 				cnt = -cnt
-				_, e, err := span(src, i)
-				if err != nil {
-					return e, err
+				if oldSize, itemsStart, err = readLong(src, i); err != nil {
+					return i, err
+				}
+				if oldSize < 0 || oldSize > int64(len(src)-itemsStart) {
+					return i, malformed("avro: bad block size %d", oldSize)
 				}
 				// the size is rewritten after the block: drop the header
 				a.out = append(a.out, src[a.last:hs]...)
 				mark = len(a.out)
-				_, i, _ = readLong(src, i)
+				i = itemsStart
 				a.last = i
-				if e < i {
-					return i, malformed("avro: bad block size")
-				}
 			}
 			for ; cnt > 0; cnt-- {
 				if a.budget--; a.budget < 0 {
@@ -673,12 +687,20 @@ func (a *awalk) walk(p *aPlan, i int) (int, error) {
 				pos++
 			}
 			if sized {
+				if int64(i-itemsStart) != oldSize {
+					return i, malformed("avro: block size %d, items take %d bytes", oldSize, i-itemsStart)
+				}
 				a.out = append(a.out, src[a.last:i]...)
 				a.last = i
-				var hdr [2 * binary.MaxVarintLen64]byte
-				h := binary.AppendVarint(hdr[:0], origCnt)
-				h = binary.AppendVarint(h, int64(len(a.out)-mark))
-				a.out = insertAt(a.out, mark, h)
+				if newSize := len(a.out) - mark; int64(newSize) == oldSize {
+					a.out = insertAt(a.out, mark, src[hs:itemsStart]) // unchanged: verbatim
+				} else {
+					// the count bytes are kept verbatim, the size is re-encoded
+					var hdr [2 * binary.MaxVarintLen64]byte
+					h := append(hdr[:0], src[hs:cntEnd]...)
+					h = binary.AppendVarint(h, int64(newSize))
+					a.out = insertAt(a.out, mark, h)
+				}
 			}
 		}
 	}

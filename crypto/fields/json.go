@@ -2,6 +2,7 @@ package fields
 
 import (
 	"encoding/base64"
+	"encoding/binary"
 	"strconv"
 	"sync"
 	"unicode/utf16"
@@ -41,6 +42,8 @@ type jscan struct {
 	open  OpenFunc
 	// scratch for unescaping / base64 decoding on Open
 	scratch []byte
+	// sub validates opened plaintexts
+	sub *jscan
 }
 
 var jscanPool = sync.Pool{New: func() any { return &jscan{path: pathBuf{b: make([]byte, 0, 64)}, scratch: make([]byte, 0, 256)} }}
@@ -194,6 +197,14 @@ func scanString(src []byte, i int) (int, bool, error) {
 	i++
 	esc := false
 	for {
+		// 8 bytes at a time while none is '"', '\\' or a control character
+		for i+8 <= len(src) {
+			v := binary.LittleEndian.Uint64(src[i:])
+			if (hasZeroByte(v^0x2222222222222222)|hasZeroByte(v^0x5c5c5c5c5c5c5c5c)|hasLessByte(v, 0x20))&0x8080808080808080 != 0 {
+				break
+			}
+			i += 8
+		}
 		for i < len(src) && strSafe[src[i]] {
 			i++
 		}
@@ -224,6 +235,11 @@ func scanString(src []byte, i int) (int, bool, error) {
 		}
 	}
 }
+
+func hasZeroByte(x uint64) uint64 { return (x - 0x0101010101010101) & ^x & 0x8080808080808080 }
+
+// hasLessByte is non-zero if some byte of x is < n (n <= 128).
+func hasLessByte(x uint64, n uint64) uint64 { return (x - 0x0101010101010101*n) & ^x & 0x8080808080808080 }
 
 func isHex4(b []byte) bool {
 	for _, c := range b[:4] {
@@ -261,12 +277,11 @@ func (s *jscan) object(i int, n *pnode) (int, error) {
 		var child *pnode
 		if n != nil && n.keys != nil {
 			raw := src[kstart+1 : kend-1]
-			if !esc {
-				child = n.keys[string(raw)]
-			} else {
+			if esc {
 				s.scratch = unescapeJSON(s.scratch[:0], raw)
-				child = n.keys[string(s.scratch)]
+				raw = s.scratch
 			}
+			child = n.findKey(raw)
 		}
 		if child != nil {
 			mark := s.path.push(child, 0)
@@ -377,7 +392,13 @@ func (s *jscan) leafAt(n *pnode, start, end int) error {
 	}
 	// The plaintext must be exactly one JSON value (it always is when it was
 	// sealed by a walker): never splice something that breaks the document.
-	if e, verr := (&jscan{src: pt}).value(0, nil); verr != nil || e != len(pt) || len(pt) == 0 {
+	if s.sub == nil {
+		s.sub = &jscan{}
+	}
+	s.sub.src, s.sub.depth = pt, 0
+	e, verr := s.sub.value(0, nil)
+	s.sub.src = nil
+	if verr != nil || e != len(pt) || len(pt) == 0 {
 		return notSealed(path, "json: opened plaintext is not a single JSON value")
 	}
 	s.out = append(s.out, s.src[s.last:start]...)

@@ -170,6 +170,8 @@ func canonical(segs []segment) string {
 // pnode is a node of the compiled path trie.
 type pnode struct {
 	keys map[string]*pnode
+	// klist mirrors keys for fast lookups with few keys
+	klist []kchild
 	idx  map[int]*pnode
 	any  *pnode
 	leaf bool
@@ -182,6 +184,24 @@ type pnode struct {
 	dyn    bool
 	// config is the configured path of a leaf (for error messages).
 	config string
+}
+
+type kchild struct {
+	key string
+	n   *pnode
+}
+
+// findKey looks a key up without allocating.
+func (n *pnode) findKey(k []byte) *pnode {
+	if len(n.klist) <= 8 {
+		for i := range n.klist {
+			if c := &n.klist[i]; len(c.key) == len(k) && c.key == string(k) {
+				return c.n
+			}
+		}
+		return nil
+	}
+	return n.keys[string(k)]
 }
 
 func (n *pnode) key(k string) *pnode {
@@ -235,6 +255,7 @@ func compilePaths(paths []string) (*pnode, []Path, error) {
 				if c == nil {
 					c = &pnode{seg: string(appendKeySeg(nil, s.key))}
 					n.keys[s.key] = c
+					n.klist = append(n.klist, kchild{s.key, c})
 				}
 			case segIndex:
 				if n.any != nil {

@@ -32,8 +32,8 @@ type ProtobufConfig struct {
 	Registry *Registry
 	// Local are schemas from files.
 	Local []LocalProtobuf
-	// RetryAfter is how long a failed schema compilation is remembered
-	// (default 1s).
+	// RetryAfter is how long a failed schema lookup/compilation is
+	// remembered (default: the registry's RetryAfter, else 1s).
 	RetryAfter time.Duration
 }
 
@@ -88,6 +88,9 @@ func NewProtobuf(cfg ProtobufConfig) (Walker, error) {
 	}
 	w := &protoWalker{root: root, reg: cfg.Registry, local: map[int32]protoreflect.FileDescriptor{}}
 	w.files.retryAfter = cfg.RetryAfter
+	if w.files.retryAfter <= 0 && cfg.Registry != nil {
+		w.files.retryAfter = cfg.Registry.retryAfter
+	}
 	if w.files.retryAfter <= 0 {
 		w.files.retryAfter = time.Second
 	}
@@ -187,6 +190,8 @@ func ParseProtobufRegistrySchema(reg *Registry, s sr.Schema, name string) (proto
 
 // MessageByIndexes returns the message addressed by Confluent message indexes
 // in fd: [i] is the i-th top-level message, [i, j] its j-th nested message...
+// As in Confluent's serializers (which count the message elements of the
+// schema text), synthesized map-entry messages are not counted.
 func MessageByIndexes(fd protoreflect.FileDescriptor, idx []int) (protoreflect.MessageDescriptor, error) {
 	if len(idx) == 0 {
 		idx = []int{0}
@@ -194,10 +199,22 @@ func MessageByIndexes(fd protoreflect.FileDescriptor, idx []int) (protoreflect.M
 	msgs := fd.Messages()
 	var md protoreflect.MessageDescriptor
 	for _, i := range idx {
-		if i < 0 || i >= msgs.Len() {
+		md = nil
+		k := 0
+		for j := 0; j < msgs.Len(); j++ {
+			m := msgs.Get(j)
+			if m.IsMapEntry() {
+				continue
+			}
+			if k == i {
+				md = m
+				break
+			}
+			k++
+		}
+		if md == nil {
 			return nil, fmt.Errorf("%w: protobuf: message index %v out of range in %s", ErrSchema, idx, fd.Path())
 		}
-		md = msgs.Get(i)
 		msgs = md.Messages()
 	}
 	return md, nil
@@ -288,8 +305,16 @@ func (w *protoWalker) run(dst, value []byte, seal SealFunc, open OpenFunc) ([]by
 	if p == nil {
 		return append(dst, value...), nil
 	}
-	pw := &pwalk{src: value, out: dst, seal: seal, open: open}
-	pw.path.b = append(make([]byte, 0, 64), '$')
+	pw := pwalkPool.Get().(*pwalk)
+	defer func() {
+		pw.src, pw.out, pw.seal, pw.open = nil, nil, nil, nil
+		if cap(pw.scratch) > 64<<10 {
+			pw.scratch = nil
+		}
+		pwalkPool.Put(pw)
+	}()
+	pw.src, pw.out, pw.last, pw.seal, pw.open = value, dst, 0, seal, open
+	pw.path.b = append(pw.path.b[:0], '$')
 	start := len(value) - len(payload)
 	if err := pw.message(p, start, len(value)); err != nil {
 		return dst, err
@@ -456,6 +481,8 @@ func compilePPlan(md protoreflect.MessageDescriptor, n *pnode, found map[*pnode]
 }
 
 // ---- wire walk ----
+
+var pwalkPool = sync.Pool{New: func() any { return &pwalk{path: pathBuf{b: make([]byte, 0, 64)}} }}
 
 type pwalk struct {
 	src     []byte

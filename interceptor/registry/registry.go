@@ -21,9 +21,9 @@ import (
 // Env is what constructors may use: a logger, a metrics registry, and the
 // topic id→name map fed by the metadata interceptor.
 type Env struct {
-	Logger   *slog.Logger
-	Metrics  prometheus.Registerer
-	Topics   *metadata.TopicNames
+	Logger  *slog.Logger
+	Metrics prometheus.Registerer
+	Topics  *metadata.TopicNames
 	// Path is the config path of this interceptor's config, for errors.
 	Path string
 }

@@ -25,10 +25,12 @@ package kmsdouble
 //	0x01 0x02 0x02 0x00     format marker
 //	36 bytes                key id (UUID, ASCII)
 //	32 bytes                backing key (key material) id
+//	52 bytes                zero padding, so that blobs have the size of
+//	                        the real service's (184 bytes for 32 bytes)
 //	12 bytes                AES-GCM nonce
 //	len(plaintext)+16       AES-256-GCM ciphertext and tag
 //
-// The AES-GCM additional data is the first 72 bytes plus the canonical
+// The AES-GCM additional data is the first 124 bytes plus the canonical
 // encryption context, so moving a blob to another key, another key material
 // or another context fails with InvalidCiphertextException, as on AWS.
 
@@ -75,7 +77,7 @@ type awsMaterial struct {
 
 var awsBlobMagic = []byte{0x01, 0x02, 0x02, 0x00}
 
-const awsBlobHeader = 4 + 36 + 32
+const awsBlobHeader = 4 + 36 + 32 + 52
 
 // NewAWSKMS starts an AWS KMS double on 127.0.0.1 (plain HTTP) in region
 // us-east-1, account 111122223333.
@@ -488,6 +490,7 @@ func (a *AWSKMS) seal(k *awsKey, plaintext, ctx []byte) []byte {
 	blob = append(blob, awsBlobMagic...)
 	blob = append(blob, k.id...)
 	blob = append(blob, m.id[:]...)
+	blob = append(blob, make([]byte, 52)...)
 	nonce := make([]byte, 12)
 	_, _ = rand.Read(nonce)
 	aad := append(append([]byte{}, blob...), ctx...)

@@ -132,3 +132,38 @@ func Must(t testing.TB, err error, what string, args ...any) {
 		t.Fatalf("%s: %v", fmt.Sprintf(what, args...), err)
 	}
 }
+
+// Counter sums the samples of counter metric name whose labels include all
+// of want (pairs: name, value).
+func Counter(t testing.TB, g prometheus.Gatherer, name string, want ...string) float64 {
+	t.Helper()
+	mfs, err := g.Gather()
+	Must(t, err, "gather")
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range mf.GetMetric() {
+			for i := 0; i+1 < len(want); i += 2 {
+				ok := false
+				for _, l := range m.GetLabel() {
+					if l.GetName() == want[i] && l.GetValue() == want[i+1] {
+						ok = true
+					}
+				}
+				if !ok {
+					continue metrics
+				}
+			}
+			switch {
+			case m.GetCounter() != nil:
+				sum += m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				sum += m.GetGauge().GetValue()
+			}
+		}
+	}
+	return sum
+}

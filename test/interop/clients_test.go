@@ -21,6 +21,7 @@ func roundTrip(t *testing.T, tool string, cmd []string, topic string) {
 		want = append(want, fmt.Sprintf("k%d=%s-%d", i, prefix, i))
 	}
 	sameSet(t, tool+" round trip", want, lines(r.Stdout))
+	p.assertThrough(t, "Produce", "Fetch", "FindCoordinator", "JoinGroup", "SyncGroup", "OffsetCommit")
 	if t.Failed() {
 		t.Logf("%s stderr:\n%s", tool, tail(r.Stderr, 4000))
 	}

@@ -230,8 +230,8 @@ type proxy struct {
 	// security settings).
 	KcatArgs []string
 	cmd      *exec.Cmd
-	out        *syncBuffer
-	exited     chan struct{}
+	out      *syncBuffer
+	exited   chan struct{}
 }
 
 type straitConfig struct {
@@ -243,6 +243,9 @@ type straitConfig struct {
 	// NoDirect marks a test whose point is a Strait feature: it is skipped
 	// in direct mode.
 	NoDirect bool
+	// SNIOnly leaves out the port-per-broker listeners (--listen,
+	// --broker-port-base): Strait's one-port SNI mode, configured in Args.
+	SNIOnly bool
 	// KcatArgs are the security flags kcat needs to reach Strait;
 	// DirectKcatArgs those it needs to reach the upstream in direct mode.
 	KcatArgs, DirectKcatArgs []string
@@ -266,16 +269,14 @@ func startStrait(t testing.TB, cfg straitConfig) *proxy {
 
 	host := "127.0.0.1"
 	p := &proxy{Host: host, Upstream: cfg.Upstream, out: &syncBuffer{}, exited: make(chan struct{})}
-	p.Bootstrap = net.JoinHostPort(host, strconv.Itoa(freePort(t)))
-	p.BrokerBase = freePortRange(t, 4)
 	p.Admin = net.JoinHostPort(host, strconv.Itoa(freePort(t)))
-	p.KcatArgs = append([]string{"-b", p.Bootstrap}, cfg.KcatArgs...)
-	args := []string{"run",
-		"--upstream", strings.Join(cfg.Upstream, ","),
-		"--listen", p.Bootstrap,
-		"--broker-port-base", strconv.Itoa(p.BrokerBase),
-		"--advertise-host", host,
-		"--admin-listen", p.Admin,
+	args := []string{"run", "--upstream", strings.Join(cfg.Upstream, ","), "--admin-listen", p.Admin}
+	if !cfg.SNIOnly {
+		p.Bootstrap = net.JoinHostPort(host, strconv.Itoa(freePort(t)))
+		p.BrokerBase = freePortRange(t, 4)
+		p.KcatArgs = append([]string{"-b", p.Bootstrap}, cfg.KcatArgs...)
+		args = append(args, "--listen", p.Bootstrap, "--broker-port-base", strconv.Itoa(p.BrokerBase),
+			"--advertise-host", host)
 	}
 	args = append(args, cfg.Args...)
 	p.cmd = exec.Command(straitBin, args...)
@@ -319,6 +320,14 @@ func (p *proxy) stop(t testing.TB) {
 		p.cmd.Process.Kill()
 		<-p.exited
 	}
+}
+
+// Output is what Strait has logged so far.
+func (p *proxy) Output() string {
+	if p.out == nil {
+		return ""
+	}
+	return p.out.String()
 }
 
 // Running reports whether the process is still alive.
@@ -370,6 +379,33 @@ func (p *proxy) adminGet(path string) (int, string, error) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
 	return resp.StatusCode, string(b), nil
+}
+
+// assertThrough checks, from Strait's /metrics, that requests of each API
+// went through this Strait (strait_requests_total{api=...}) and that clients
+// used the per-broker listeners (strait_connections_total{listener="broker-N"}
+// or the SNI listener): a client that reached the brokers around Strait
+// would leave these at zero.
+func (p *proxy) assertThrough(t testing.TB, apis ...string) {
+	t.Helper()
+	if p.Direct {
+		return
+	}
+	code, body, err := p.adminGet("/metrics")
+	if err != nil || code != http.StatusOK {
+		t.Errorf("GET /metrics: %d %v", code, err)
+		return
+	}
+	for _, api := range apis {
+		if n, _ := sumCounterWith(body, "strait_requests_total", `api="`+api+`"`); n == 0 {
+			t.Errorf("no %s request went through Strait (strait_requests_total{api=%q} is 0)", api, api)
+		}
+	}
+	nb, _ := sumCounterWith(body, "strait_connections_total", `listener="broker-`)
+	ns, _ := sumCounterWith(body, "strait_connections_total", `listener="sni"`)
+	if nb+ns == 0 {
+		t.Errorf("no client connection reached a per-broker (or SNI) listener of Strait")
+	}
 }
 
 // BrokerAddr is where Strait serves upstream node n.
@@ -438,7 +474,7 @@ func kcatRoundTrip(t testing.TB, prefix, args []string, topic string, n int) {
 	cmd := func(extra ...string) []string {
 		return append(append(append([]string(nil), prefix[1:]...), args...), extra...)
 	}
-	mustRun(t, defaultTimeout, in.String(), nil, prefix[0], cmd("-P", "-t", topic, "-K", ":", "-X", "acks=all")...)
+	mustRun(t, defaultTimeout, in.String(), nil, prefix[0], cmd("-P", "-t", topic, "-K", ":", "-X", "acks=all", "-X", "message.timeout.ms=30000")...)
 	r := mustRun(t, defaultTimeout, "", nil, prefix[0], cmd("-C", "-t", topic, "-o", "beginning", "-e", "-q", "-f", `%k=%s\n`)...)
 	sameSet(t, "kcat round trip on "+topic, want, lines(r.Stdout))
 }

@@ -149,6 +149,7 @@ func TestKcatProduceConsumeCodecs(t *testing.T) {
 			r := mustRun(t, defaultTimeout, "", nil, "kcat", "-b", p.Bootstrap, "-C", "-t", topic,
 				"-o", "beginning", "-e", "-q", "-f", `%k=%s\n`)
 			sameSet(t, "kcat "+cc.name+" round trip", want, lines(r.Stdout))
+			p.assertThrough(t, "Produce", "Fetch", "ListOffsets")
 
 			// What reached the broker: franz-go's batches with the codec it
 			// chose (Strait passes them through or recompresses with the same
@@ -214,6 +215,7 @@ func TestKcatConsumerGroup(t *testing.T) {
 	r := mustRun(t, defaultTimeout, "", nil, "kcat", "-b", p.Bootstrap, "-G", group,
 		"-X", "auto.offset.reset=earliest", "-c", fmt.Sprint(n), "-q", "-f", `%s\n`, topic)
 	sameSet(t, "kcat -G", recs, lines(r.Stdout))
+	p.assertThrough(t, "Produce", "Fetch", "FindCoordinator", "JoinGroup", "SyncGroup", "OffsetCommit")
 
 	// The group committed its offsets through Strait (FindCoordinator,
 	// OffsetCommit against the coordinator's Strait port).

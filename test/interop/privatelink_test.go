@@ -3,8 +3,10 @@ package interop
 import (
 	"context"
 	"crypto/tls"
+	"encoding/csv"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -52,10 +54,12 @@ func advertiseAs(hostFmt string, port int, real *[]string) kfake.Opt {
 }
 
 // startHAProxy runs HAProxy as a TLS-passthrough SNI router on 127.0.0.1:port:
-// SNI bN.kafka.test goes to backends[N] (b0 is also the default).
-func startHAProxy(t testing.TB, port int, backends []string) {
+// SNI bN.kafka.test goes to backends[N] (b0 is also the default). It returns
+// a function reporting how many sessions each backend has carried so far.
+func startHAProxy(t testing.TB, port int, backends []string) (sessions func() map[string]int) {
 	t.Helper()
 	need(t, "haproxy")
+	statsAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(t)))
 	var cfg strings.Builder
 	fmt.Fprintf(&cfg, `global
   maxconn 1000
@@ -64,11 +68,16 @@ defaults
   timeout connect 5s
   timeout client 60s
   timeout server 60s
+frontend stats
+  mode http
+  bind %s
+  stats enable
+  stats uri /stats
 frontend privatelink
   bind 127.0.0.1:%d
   tcp-request inspect-delay 5s
   tcp-request content accept if { req_ssl_hello_type 1 }
-`, port)
+`, statsAddr, port)
 	for i := range backends {
 		if i > 0 {
 			fmt.Fprintf(&cfg, "  use_backend b%d if { req_ssl_sni -i b%d.kafka.test }\n", i, i)
@@ -110,7 +119,7 @@ frontend privatelink
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			c.Close()
-			return
+			return func() map[string]int { return haproxySessions(t, statsAddr) }
 		}
 		select {
 		case <-exited:
@@ -122,6 +131,33 @@ frontend privatelink
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// haproxySessions reads HAProxy's CSV statistics: total sessions (stot) per
+// backend.
+func haproxySessions(t testing.TB, statsAddr string) map[string]int {
+	t.Helper()
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + statsAddr + "/stats;csv")
+	if err != nil {
+		t.Fatalf("haproxy stats: %v", err)
+	}
+	defer resp.Body.Close()
+	rows, err := csv.NewReader(resp.Body).ReadAll()
+	if err != nil || len(rows) == 0 {
+		t.Fatalf("haproxy stats CSV: %v", err)
+	}
+	col := map[string]int{}
+	for i, h := range rows[0] {
+		col[strings.TrimPrefix(strings.TrimSpace(h), "# ")] = i
+	}
+	out := map[string]int{}
+	for _, r := range rows[1:] {
+		if len(r) > col["stot"] && r[col["svname"]] == "BACKEND" {
+			out[r[col["pxname"]]], _ = strconv.Atoi(r[col["stot"]])
+		}
+	}
+	return out
 }
 
 // TestPrivateLink: TLS brokers that advertise bN.kafka.test:<endpoint port>
@@ -137,13 +173,13 @@ func TestPrivateLink(t *testing.T) {
 	ca := testpki.New(t)
 	port := freePort(t)
 	var real []string
-	c := kfakeCluster(t, []string{"privatelink"},
+	kfakeCluster(t, []string{"privatelink", "privatelink-fixture", "privatelink-fixture-go"},
 		kfake.TLS(ca.ServerTLSConfig(t, "*.kafka.test", "b0.kafka.test", "b1.kafka.test", "b2.kafka.test")),
 		advertiseAs("b%d.kafka.test", port, &real))
 	if len(real) != 3 {
 		t.Fatalf("kfake opened %d listeners, want 3", len(real))
 	}
-	startHAProxy(t, port, real)
+	sessions := startHAProxy(t, port, real)
 	endpoint := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	seed := net.JoinHostPort("b0.kafka.test", strconv.Itoa(port))
 
@@ -160,7 +196,13 @@ func TestPrivateLink(t *testing.T) {
 			d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 5 * time.Second}, Config: cfg}
 			return d.DialContext(ctx, network, endpoint)
 		}
-		produceConsumeGo(t, []kgo.Opt{kgo.SeedBrokers(seed), kgo.Dialer(dialer)}, "privatelink", 30)
+		produceConsumeGo(t, []kgo.Opt{kgo.SeedBrokers(seed), kgo.Dialer(dialer)}, "privatelink-fixture-go", 30)
+
+		// And kcat with the names resolved by a private hosts file (the
+		// TESTING.md recipe).
+		ns := hostsNamespace(t, "b0.kafka.test", "b1.kafka.test", "b2.kafka.test")
+		kcatRoundTrip(t, append(ns, "kcat"), []string{"-b", seed, "-X", "security.protocol=SSL",
+			"-X", "ssl.ca.location=" + ca.CertFile}, "privatelink-fixture", 30)
 	})
 
 	t.Run("strait", func(t *testing.T) {
@@ -171,7 +213,23 @@ func TestPrivateLink(t *testing.T) {
 		if strings.Contains(raw, "kafka.test") {
 			t.Errorf("upstream host names leak through Strait: %s", raw)
 		}
+		if t.Failed() {
+			t.FailNow()
+		}
+		before := sessions()
 		kcatRoundTrip(t, []string{"kcat"}, p.KcatArgs, "privatelink", 90)
+		p.assertThrough(t, "Produce", "Fetch")
+
+		// Strait reached every broker, each through the endpoint with its
+		// own SNI name (HAProxy counted sessions on every backend).
+		after := sessions()
+		for i := range real {
+			b := fmt.Sprintf("b%d", i)
+			if after[b] <= before[b] {
+				t.Errorf("no Strait session reached backend %s through the endpoint (sessions before %d, after %d)", b, before[b], after[b])
+			}
+		}
+		t.Logf("haproxy sessions per backend: before Strait's round trip %v, after %v", before, after)
 	})
 }
 

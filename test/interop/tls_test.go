@@ -34,6 +34,7 @@ func TestTLS(t *testing.T) {
 			assertOnlyStraitAddrs(t, md, raw, func(id int32) string { return p.BrokerAddr(int(id)) }, c.ListenAddrs())
 		}
 		kcatRoundTrip(t, []string{"kcat"}, p.KcatArgs, "tls-upstream", 60)
+		p.assertThrough(t, "Produce", "Fetch")
 	})
 
 	t.Run("upstream-untrusted", func(t *testing.T) {
@@ -54,6 +55,7 @@ func TestTLS(t *testing.T) {
 		md, raw := kcatList(t, nil, p.KcatArgs...)
 		assertOnlyStraitAddrs(t, md, raw, func(id int32) string { return p.BrokerAddr(int(id)) }, c.ListenAddrs())
 		kcatRoundTrip(t, []string{"kcat"}, p.KcatArgs, "tls-client", 60)
+		p.assertThrough(t, "Produce", "Fetch")
 
 		// The port really speaks TLS with our certificate.
 		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", p.Bootstrap, ca.ClientTLSConfig())
@@ -71,6 +73,7 @@ func TestTLS(t *testing.T) {
 		md, raw := kcatList(t, nil, p.KcatArgs...)
 		assertOnlyStraitAddrs(t, md, raw, func(id int32) string { return p.BrokerAddr(int(id)) }, c.ListenAddrs())
 		kcatRoundTrip(t, []string{"kcat"}, p.KcatArgs, "tls-mtls", 60)
+		p.assertThrough(t, "Produce", "Fetch")
 
 		// kcat without a client certificate gets nothing.
 		r := run(t, 30*time.Second, "", nil, "kcat", append(append([]string{"-b", p.Bootstrap}, sslArgs...), "-L", "-m", "5")...)

@@ -135,6 +135,9 @@ func New(ctx context.Context, cfg Config) (*Provider, error) {
 	if awsCfg.Region == "" {
 		return nil, errors.New("aws-kms: no region (set region in the config, AWS_REGION or the profile)")
 	}
+	if awsCfg.Credentials != nil {
+		awsCfg.Credentials = credentialsMarker{awsCfg.Credentials}
+	}
 	client := awskms.NewFromConfig(awsCfg, func(o *awskms.Options) {
 		if cfg.Endpoint != "" {
 			o.BaseEndpoint = aws.String(cfg.Endpoint)
@@ -215,9 +218,41 @@ func mapError(op, keyID string, err error, fallback error) error {
 	return fmt.Errorf("aws-kms: %s %s: %w: %w", op, keyID, sentinel, err)
 }
 
+// credentialsMarker tags failures of the SDK credential chain so that
+// classify can tell "no usable credentials" from a KMS answer.
+type credentialsMarker struct{ aws.CredentialsProvider }
+
+func (m credentialsMarker) Retrieve(ctx context.Context) (aws.Credentials, error) {
+	c, err := m.CredentialsProvider.Retrieve(ctx)
+	if err != nil {
+		return c, &credentialsError{err}
+	}
+	return c, nil
+}
+
+type credentialsError struct{ err error }
+
+func (e *credentialsError) Error() string { return "retrieving AWS credentials: " + e.err.Error() }
+func (e *credentialsError) Unwrap() error { return e.err }
+
 func classify(err error, fallback error) error {
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 		return kms.ErrUnavailable
+	}
+	// Credentials could not be obtained: a missing or refused credential
+	// source is a refusal; a credential endpoint (IMDS, STS, SSO) that
+	// cannot be reached or is throttling is an outage.
+	var ce *credentialsError
+	if errors.As(err, &ce) {
+		var ne net.Error
+		if errors.As(ce.err, &ne) {
+			return kms.ErrUnavailable
+		}
+		var apiErr smithy.APIError
+		if errors.As(ce.err, &apiErr) && classify(ce.err, kms.ErrAccessDenied) == kms.ErrUnavailable {
+			return kms.ErrUnavailable
+		}
+		return kms.ErrAccessDenied
 	}
 	var apiErr smithy.APIError
 	if errors.As(err, &apiErr) {
@@ -255,6 +290,10 @@ func classify(err error, fallback error) error {
 		if apiErr.ErrorFault() == smithy.FaultServer {
 			return kms.ErrUnavailable
 		}
+		var se *v4.SigningError
+		if errors.As(err, &se) { // e.g. STS refused the web identity token
+			return kms.ErrAccessDenied
+		}
 		return fallback
 	}
 	var re *awshttp.ResponseError
@@ -267,15 +306,8 @@ func classify(err error, fallback error) error {
 		}
 		return kms.ErrUnavailable
 	}
-	// Credentials could not be obtained: a missing or broken credential
-	// source is a refusal; a credential endpoint (IMDS, STS, SSO) that
-	// cannot be reached is an outage.
 	var se *v4.SigningError
 	if errors.As(err, &se) {
-		var ne net.Error
-		if errors.As(err, &ne) {
-			return kms.ErrUnavailable
-		}
 		return kms.ErrAccessDenied
 	}
 	// Connection refused, reset, DNS, TLS handshake, retries exhausted on

@@ -114,6 +114,7 @@ type Provider struct {
 	mu         sync.RWMutex
 	keys       map[string]*kek
 	lastReload time.Time
+	loaded     os.FileInfo // the file as last read, to notice a rotation
 }
 
 var _ kms.Provider = (*Provider)(nil)
@@ -137,11 +138,12 @@ func New(keks ...KEK) (*Provider, error) {
 // Load reads the keyring file at path. It refuses a file whose mode grants any
 // access to group or others.
 func Load(path string) (*Provider, error) {
+	fi, _ := os.Stat(path)
 	keys, err := loadKeys(path)
 	if err != nil {
 		return nil, err
 	}
-	return &Provider{path: path, keys: keys, lastReload: time.Now()}, nil
+	return &Provider{path: path, keys: keys, lastReload: time.Now(), loaded: fi}, nil
 }
 
 // Reload re-reads the keyring file (after `strait keys rotate`, on SIGHUP).
@@ -150,6 +152,7 @@ func (p *Provider) Reload() error {
 	if p.path == "" {
 		return nil
 	}
+	fi, _ := os.Stat(p.path)
 	keys, err := loadKeys(p.path)
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -157,8 +160,29 @@ func (p *Provider) Reload() error {
 	if err != nil {
 		return err
 	}
-	p.keys = keys
+	p.keys, p.loaded = keys, fi
 	return nil
+}
+
+// reloadIfChanged re-reads the file when it was replaced or modified since it
+// was read. GenerateDataKey calls it (once per DEK, so at most a few times an
+// hour per key id): a rotation takes effect at the next data key without a
+// restart.
+func (p *Provider) reloadIfChanged() {
+	if p.path == "" {
+		return
+	}
+	fi, err := os.Stat(p.path)
+	if err != nil {
+		return
+	}
+	p.mu.RLock()
+	old := p.loaded
+	p.mu.RUnlock()
+	if old != nil && os.SameFile(old, fi) && old.ModTime().Equal(fi.ModTime()) && old.Size() == fi.Size() {
+		return
+	}
+	_ = p.Reload() // on error the old keys stay; Load-time checks apply (permissions)
 }
 
 // Name returns "local".
@@ -170,6 +194,7 @@ func (p *Provider) GenerateDataKey(ctx context.Context, keyID string) (kms.DataK
 	if err := ctx.Err(); err != nil {
 		return kms.DataKey{}, fmt.Errorf("local: %w: %w", kms.ErrUnavailable, err)
 	}
+	p.reloadIfChanged()
 	k := p.lookup(keyID, 0)
 	if k == nil {
 		return kms.DataKey{}, fmt.Errorf("local: key %q: %w", keyID, kms.ErrKeyNotFound)

@@ -1,0 +1,177 @@
+// Command strait-demo (make demo) tells Strait's story in one run: an
+// embedded 3-broker Kafka-protocol cluster (franz-go kfake), Strait in front
+// of it, and a real Kafka client that only ever talks to Strait.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/strait-proxy/strait/config"
+	"github.com/strait-proxy/strait/interceptor"
+	"github.com/strait-proxy/strait/proxy"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "demo failed:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	step("1. An embedded Kafka-protocol cluster: 3 brokers (franz-go kfake)")
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.SeedTopics(3, "orders"))
+	if err != nil {
+		return err
+	}
+	defer cluster.Close()
+	direct, err := brokers(ctx, cluster.ListenAddrs()[0])
+	if err != nil {
+		return err
+	}
+	fmt.Println("   what the cluster advertises (clients must never see these):")
+	printBrokers(direct)
+
+	step("2. Strait in front of it: a bootstrap port plus one port per broker")
+	s, stop, err := startStrait(ctx, cluster.ListenAddrs(), nil)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	fmt.Printf("   bootstrap %s, broker n on port %d+n\n", s.Addr(), portBase(s))
+	through, err := brokers(ctx, s.Addr())
+	if err != nil {
+		return err
+	}
+	fmt.Println("   what a client asking Strait is told:")
+	printBrokers(through)
+
+	step("3. A real client (franz-go) produces and consumes through Strait only")
+	cl, err := kgo.NewClient(kgo.SeedBrokers(s.Addr()), kgo.DefaultProduceTopic("orders"),
+		kgo.ConsumeTopics("orders"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	in := []string{`{"order":1,"item":"book"}`, `{"order":2,"item":"lamp"}`, `{"order":3,"item":"desk"}`}
+	for _, v := range in {
+		if err := cl.ProduceSync(ctx, &kgo.Record{Key: []byte("k"), Value: []byte(v)}).FirstErr(); err != nil {
+			return fmt.Errorf("produce: %w", err)
+		}
+		fmt.Printf("   produced  %s\n", v)
+	}
+	for got := 0; got < len(in); {
+		fs := cl.PollFetches(ctx)
+		if err := fs.Err0(); err != nil {
+			return fmt.Errorf("consume: %w", err)
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			got++
+			fmt.Printf("   consumed  %s  (partition %d, offset %d)\n", r.Value, r.Partition, r.Offset)
+		})
+	}
+	fmt.Println()
+	fmt.Println("Every byte went through Strait; the client never learned a real broker address.")
+	return nil
+}
+
+// startStrait runs an in-process Strait with a port-mapped listener on
+// 127.0.0.1 and waits until it is ready.
+func startStrait(ctx context.Context, upstream []string, ics []*interceptor.Interceptor) (*proxy.Server, func(), error) {
+	base, err := freePortBase(11)
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg := config.Default()
+	cfg.Upstream.Bootstrap = upstream
+	cfg.Listen.Bootstrap = "127.0.0.1:" + strconv.Itoa(base+10)
+	cfg.Listen.BrokerPortBase = base
+	s, err := proxy.New(cfg, proxy.Options{
+		Logger:       slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+		Registerer:   prometheus.NewRegistry(),
+		Interceptors: ics,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := s.Listen(); err != nil {
+		return nil, nil, err
+	}
+	rctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = s.Run(rctx) }()
+	stop := func() { cancel(); <-done }
+	for !s.Ready() {
+		if ctx.Err() != nil {
+			stop()
+			return nil, nil, fmt.Errorf("strait not ready: %w", ctx.Err())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return s, stop, nil
+}
+
+func portBase(s *proxy.Server) int {
+	_, p, _ := net.SplitHostPort(s.Addr())
+	n, _ := strconv.Atoi(p)
+	return n - 10
+}
+
+func freePortBase(n int) (int, error) {
+	for base := 29000; base < 60000; base += 100 {
+		ok := true
+		var lns []net.Listener
+		for i := range n {
+			ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(base+i))
+			if err != nil {
+				ok = false
+				break
+			}
+			lns = append(lns, ln)
+		}
+		for _, ln := range lns {
+			ln.Close()
+		}
+		if ok {
+			return base, nil
+		}
+	}
+	return 0, fmt.Errorf("no free port range")
+}
+
+func brokers(ctx context.Context, seed string) ([]kmsg.MetadataResponseBroker, error) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(seed))
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	req := kmsg.NewPtrMetadataRequest()
+	req.Topics = []kmsg.MetadataRequestTopic{}
+	r, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		return nil, err
+	}
+	return r.Brokers, nil
+}
+
+func printBrokers(bs []kmsg.MetadataResponseBroker) {
+	for _, b := range bs {
+		fmt.Printf("     broker %d  %s:%d\n", b.NodeID, b.Host, b.Port)
+	}
+}
+
+func step(s string) { fmt.Printf("\n== %s\n", s) }

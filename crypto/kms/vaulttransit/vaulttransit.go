@@ -1,0 +1,552 @@
+// Package vaulttransit is the "vault-transit" key-management provider: data
+// keys come from Vault's Transit secrets engine
+// (POST <mount>/datakey/plaintext/<key>, bits 256) and are unwrapped with
+// POST <mount>/decrypt/<key>, through the official hashicorp/vault/api client.
+//
+// Wrapped is the Transit ciphertext string exactly as Vault returns it,
+// "vault:v<N>:<base64>", as bytes: it names the key version, so records
+// wrapped before a `transit/keys/<key>/rotate` keep decrypting (until
+// min_decryption_version retires that version).
+//
+// Authentication: a token (config, token file or VAULT_TOKEN), AppRole
+// (role_id + secret_id file) or Kubernetes (role + service account JWT file).
+// Namespaces (Vault Enterprise / HCP) and TLS with a custom CA and client
+// certificate are supported. On a 403 the provider logs in again (AppRole,
+// Kubernetes) or re-reads the token file once, then retries the call once.
+package vaulttransit
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	vault "github.com/hashicorp/vault/api"
+
+	"github.com/strait-proxy/strait/crypto/kms"
+)
+
+// Name is the provider kind in configuration.
+const Name = "vault-transit"
+
+// Defaults applied by Validate to zero fields.
+const (
+	DefaultMountPath      = "transit"
+	DefaultTimeout        = 5 * time.Second
+	DefaultMaxAttempts    = 3
+	DefaultMaxBackoff     = 1 * time.Second
+	DefaultAppRoleMount   = "approle"
+	DefaultKubernetesAuth = "kubernetes"
+	DefaultKubernetesJWT  = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+)
+
+// Auth methods.
+const (
+	AuthToken      = "token"
+	AuthAppRole    = "approle"
+	AuthKubernetes = "kubernetes"
+)
+
+// Config configures the vault-transit provider.
+type Config struct {
+	// Address of Vault, e.g. "https://vault.example.com:8200". Empty:
+	// VAULT_ADDR.
+	Address string `json:"address,omitempty"`
+	// Namespace (Vault Enterprise/HCP), e.g. "admin/team-a". Empty:
+	// VAULT_NAMESPACE, else none. Login happens in this namespace too.
+	Namespace string `json:"namespace,omitempty"`
+	// MountPath of the Transit engine (default "transit").
+	MountPath string `json:"mount_path,omitempty"`
+	// KeyName is used when a caller passes an empty key id.
+	KeyName string `json:"key_name,omitempty"`
+	// Auth selects and configures the auth method.
+	Auth AuthConfig `json:"auth"`
+	// TLS configures server verification and the client certificate.
+	// Empty fields fall back to VAULT_CACERT, VAULT_CLIENT_CERT, ... as the
+	// vault CLI does.
+	TLS TLSConfig `json:"tls,omitempty"`
+	// Timeout bounds one provider call, retries and a re-login included
+	// (default 5s).
+	Timeout Duration `json:"timeout,omitempty"`
+	// MaxAttempts bounds HTTP attempts per request, first one included;
+	// the client retries connection errors, 5xx (except 501), 412 and 429
+	// (default 3; 1 disables retries).
+	MaxAttempts int `json:"max_attempts,omitempty"`
+	// MaxBackoff caps the wait between attempts (default 1s).
+	MaxBackoff Duration `json:"max_backoff,omitempty"`
+}
+
+// AuthConfig configures how the provider gets a Vault token.
+type AuthConfig struct {
+	// Method is "token" (default), "approle" or "kubernetes".
+	Method string `json:"method,omitempty"`
+	// Token (method token). Prefer TokenFile or VAULT_TOKEN.
+	Token string `json:"token,omitempty"`
+	// TokenFile holds the token (method token), e.g. a Vault Agent sink;
+	// it is re-read when Vault answers 403.
+	TokenFile string `json:"token_file,omitempty"`
+	// MountPath of the auth method (default "approle" or "kubernetes").
+	MountPath string `json:"mount_path,omitempty"`
+	// RoleID or RoleIDFile (method approle).
+	RoleID     string `json:"role_id,omitempty"`
+	RoleIDFile string `json:"role_id_file,omitempty"`
+	// SecretIDFile holds the AppRole secret_id (method approle). Empty
+	// means the role does not require one (bind_secret_id=false).
+	SecretIDFile string `json:"secret_id_file,omitempty"`
+	// Role (method kubernetes): the Vault role bound to the service account.
+	Role string `json:"role,omitempty"`
+	// JWTFile (method kubernetes) holds the service account token (default
+	// /var/run/secrets/kubernetes.io/serviceaccount/token); re-read at every
+	// login, since Kubernetes rotates projected tokens.
+	JWTFile string `json:"jwt_file,omitempty"`
+}
+
+// TLSConfig configures TLS to Vault.
+type TLSConfig struct {
+	CACert             string `json:"ca_cert,omitempty"`     // PEM file with the CA(s) to trust
+	CAPath             string `json:"ca_path,omitempty"`     // directory of PEM CA files
+	ClientCert         string `json:"client_cert,omitempty"` // PEM client certificate (mTLS)
+	ClientKey          string `json:"client_key,omitempty"`  // PEM key of ClientCert
+	ServerName         string `json:"server_name,omitempty"` // SNI / name to verify
+	InsecureSkipVerify bool   `json:"insecure_skip_verify,omitempty"`
+}
+
+// Validate checks the configuration and fills in defaults.
+func (c *Config) Validate() error {
+	if c.Timeout < 0 || c.MaxBackoff < 0 || c.MaxAttempts < 0 {
+		return errors.New("vault-transit: timeout, max_backoff and max_attempts must not be negative")
+	}
+	if c.MaxAttempts > 10 {
+		return errors.New("vault-transit: max_attempts must be at most 10")
+	}
+	if c.Address != "" {
+		u, err := url.Parse(c.Address)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("vault-transit: address %q must be an http(s) URL", c.Address)
+		}
+	}
+	c.MountPath = strings.Trim(c.MountPath, "/")
+	if c.MountPath == "" {
+		c.MountPath = DefaultMountPath
+	}
+	if c.KeyName != "" {
+		if err := checkKeyName(c.KeyName); err != nil {
+			return err
+		}
+	}
+	if c.Timeout == 0 {
+		c.Timeout = Duration(DefaultTimeout)
+	}
+	if c.MaxAttempts == 0 {
+		c.MaxAttempts = DefaultMaxAttempts
+	}
+	if c.MaxBackoff == 0 {
+		c.MaxBackoff = Duration(DefaultMaxBackoff)
+	}
+	if (c.TLS.ClientCert == "") != (c.TLS.ClientKey == "") {
+		return errors.New("vault-transit: tls.client_cert and tls.client_key go together")
+	}
+	a := &c.Auth
+	if a.Method == "" {
+		a.Method = AuthToken
+	}
+	a.MountPath = strings.Trim(a.MountPath, "/")
+	switch a.Method {
+	case AuthToken:
+		if a.Token != "" && a.TokenFile != "" {
+			return errors.New("vault-transit: auth.token and auth.token_file are exclusive")
+		}
+	case AuthAppRole:
+		if (a.RoleID == "") == (a.RoleIDFile == "") {
+			return errors.New("vault-transit: approle auth needs exactly one of auth.role_id, auth.role_id_file")
+		}
+		if a.MountPath == "" {
+			a.MountPath = DefaultAppRoleMount
+		}
+	case AuthKubernetes:
+		if a.Role == "" {
+			return errors.New("vault-transit: kubernetes auth needs auth.role")
+		}
+		if a.JWTFile == "" {
+			a.JWTFile = DefaultKubernetesJWT
+		}
+		if a.MountPath == "" {
+			a.MountPath = DefaultKubernetesAuth
+		}
+	default:
+		return fmt.Errorf("vault-transit: unknown auth.method %q (token, approle, kubernetes)", a.Method)
+	}
+	return nil
+}
+
+func checkKeyName(name string) error {
+	if name == "" || strings.ContainsAny(name, "/?#% ") || name == "." || name == ".." {
+		return fmt.Errorf("vault-transit: %w: invalid transit key name %q", kms.ErrKeyNotFound, name)
+	}
+	return nil
+}
+
+// Provider implements kms.Provider on Vault Transit. It is safe for
+// concurrent use.
+type Provider struct {
+	cfg    Config
+	client *vault.Client // requests, carries the token
+	login  *vault.Client // unauthenticated, for auth/<mount>/login
+
+	authMu sync.Mutex
+	gen    uint64 // incremented at every successful (re-)authentication
+}
+
+var _ kms.Provider = (*Provider)(nil)
+
+// New builds the Vault client. It does not contact Vault: AppRole and
+// Kubernetes logins happen on the first call (so Strait can start while
+// Vault is down and fail closed until it is back). A token from the config,
+// token file or VAULT_TOKEN is loaded now.
+func New(cfg Config) (*Provider, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	mk := func() (*vault.Client, error) {
+		vc := vault.DefaultConfig() // reads VAULT_* like the vault CLI
+		if vc.Error != nil {
+			return nil, fmt.Errorf("vault-transit: environment: %w", vc.Error)
+		}
+		if cfg.Address != "" {
+			vc.Address = cfg.Address
+		}
+		t := cfg.TLS
+		if t != (TLSConfig{}) {
+			if err := vc.ConfigureTLS(&vault.TLSConfig{
+				CACert: t.CACert, CAPath: t.CAPath, ClientCert: t.ClientCert, ClientKey: t.ClientKey,
+				TLSServerName: t.ServerName, Insecure: t.InsecureSkipVerify,
+			}); err != nil {
+				return nil, fmt.Errorf("vault-transit: tls: %w", err)
+			}
+		}
+		vc.Timeout = time.Duration(cfg.Timeout)
+		vc.MaxRetries = cfg.MaxAttempts - 1
+		vc.MaxRetryWait = time.Duration(cfg.MaxBackoff)
+		vc.MinRetryWait = time.Duration(cfg.MaxBackoff) / 4
+		c, err := vault.NewClient(vc)
+		if err != nil {
+			return nil, fmt.Errorf("vault-transit: %w", err)
+		}
+		if cfg.Namespace != "" {
+			c.SetNamespace(strings.Trim(cfg.Namespace, "/"))
+		}
+		c.ClearToken()
+		return c, nil
+	}
+	client, err := mk()
+	if err != nil {
+		return nil, err
+	}
+	login, err := mk()
+	if err != nil {
+		return nil, err
+	}
+	p := &Provider{cfg: cfg, client: client, login: login}
+	if cfg.Auth.Method == AuthToken {
+		tok, err := p.readToken()
+		if err != nil {
+			return nil, err
+		}
+		client.SetToken(tok)
+		p.gen = 1
+	}
+	return p, nil
+}
+
+func (p *Provider) readToken() (string, error) {
+	a := p.cfg.Auth
+	switch {
+	case a.Token != "":
+		return a.Token, nil
+	case a.TokenFile != "":
+		b, err := os.ReadFile(a.TokenFile)
+		if err != nil {
+			return "", fmt.Errorf("vault-transit: %w: reading token file: %w", kms.ErrAccessDenied, err)
+		}
+		tok := strings.TrimSpace(string(b))
+		if tok == "" {
+			return "", fmt.Errorf("vault-transit: %w: token file %s is empty", kms.ErrAccessDenied, a.TokenFile)
+		}
+		return tok, nil
+	case os.Getenv("VAULT_TOKEN") != "":
+		return os.Getenv("VAULT_TOKEN"), nil
+	}
+	return "", fmt.Errorf("vault-transit: %w: no token (auth.token, auth.token_file or VAULT_TOKEN)", kms.ErrAccessDenied)
+}
+
+// Name returns "vault-transit".
+func (p *Provider) Name() string { return Name }
+
+// canReauth: a 403 may mean the token expired and a fresh one can be had.
+func (p *Provider) canReauth() bool {
+	return p.cfg.Auth.Method != AuthToken || p.cfg.Auth.TokenFile != ""
+}
+
+// authenticate obtains a new token unless another goroutine already did
+// since generation seen.
+func (p *Provider) authenticate(ctx context.Context, seen uint64) error {
+	p.authMu.Lock()
+	defer p.authMu.Unlock()
+	if p.gen != seen {
+		return nil
+	}
+	a := p.cfg.Auth
+	var path string
+	body := map[string]any{}
+	switch a.Method {
+	case AuthToken:
+		tok, err := p.readToken()
+		if err != nil {
+			return err
+		}
+		p.client.SetToken(tok)
+		p.gen++
+		return nil
+	case AuthAppRole:
+		roleID := a.RoleID
+		if a.RoleIDFile != "" {
+			b, err := os.ReadFile(a.RoleIDFile)
+			if err != nil {
+				return fmt.Errorf("vault-transit: %w: reading role_id file: %w", kms.ErrAccessDenied, err)
+			}
+			roleID = strings.TrimSpace(string(b))
+		}
+		body["role_id"] = roleID
+		if a.SecretIDFile != "" {
+			b, err := os.ReadFile(a.SecretIDFile)
+			if err != nil {
+				return fmt.Errorf("vault-transit: %w: reading secret_id file: %w", kms.ErrAccessDenied, err)
+			}
+			body["secret_id"] = strings.TrimSpace(string(b))
+		}
+	case AuthKubernetes:
+		b, err := os.ReadFile(a.JWTFile)
+		if err != nil {
+			return fmt.Errorf("vault-transit: %w: reading service account token: %w", kms.ErrAccessDenied, err)
+		}
+		body["role"] = a.Role
+		body["jwt"] = strings.TrimSpace(string(b))
+	}
+	path = "auth/" + a.MountPath + "/login"
+	sec, err := p.login.Logical().WriteWithContext(ctx, path, body)
+	if err != nil {
+		return fmt.Errorf("vault-transit: %s login: %w: %w", a.Method, classifyLogin(err), err)
+	}
+	if sec == nil || sec.Auth == nil || sec.Auth.ClientToken == "" {
+		return fmt.Errorf("vault-transit: %s login: %w: no client token in the answer", a.Method, kms.ErrAccessDenied)
+	}
+	p.client.SetToken(sec.Auth.ClientToken)
+	p.gen++
+	return nil
+}
+
+func (p *Provider) generation() uint64 {
+	p.authMu.Lock()
+	defer p.authMu.Unlock()
+	return p.gen
+}
+
+// write performs one authenticated write, re-authenticating once on 403.
+func (p *Provider) write(ctx context.Context, path string, data map[string]any) (*vault.Secret, error) {
+	return p.do(ctx, func(ctx context.Context) (*vault.Secret, error) {
+		return p.client.Logical().WriteWithContext(ctx, path, data)
+	})
+}
+
+func (p *Provider) do(ctx context.Context, call func(context.Context) (*vault.Secret, error)) (*vault.Secret, error) {
+	gen := p.generation()
+	if gen == 0 {
+		if err := p.authenticate(ctx, 0); err != nil {
+			return nil, err
+		}
+		gen = p.generation()
+	}
+	sec, err := call(ctx)
+	var re *vault.ResponseError
+	if err != nil && errors.As(err, &re) && re.StatusCode == 403 && p.canReauth() {
+		if aerr := p.authenticate(ctx, gen); aerr != nil {
+			return nil, aerr
+		}
+		sec, err = call(ctx)
+	}
+	return sec, err
+}
+
+// GenerateDataKey calls <mount>/datakey/plaintext/<keyID> with bits=256.
+func (p *Provider) GenerateDataKey(ctx context.Context, keyID string) (kms.DataKey, error) {
+	key, err := p.keyName(keyID)
+	if err != nil {
+		return kms.DataKey{}, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(p.cfg.Timeout))
+	defer cancel()
+	sec, err := p.write(ctx, p.cfg.MountPath+"/datakey/plaintext/"+key, map[string]any{"bits": 256})
+	if err != nil {
+		return kms.DataKey{}, wrapErr("datakey", key, err, kms.ErrKeyNotFound)
+	}
+	if sec == nil || sec.Data == nil {
+		return kms.DataKey{}, fmt.Errorf("vault-transit: datakey %s: %w: empty answer", key, kms.ErrKeyNotFound)
+	}
+	ct, _ := sec.Data["ciphertext"].(string)
+	ptB64, _ := sec.Data["plaintext"].(string)
+	pt, derr := base64.StdEncoding.DecodeString(ptB64)
+	if derr != nil || len(pt) != 32 || !strings.HasPrefix(ct, "vault:v") {
+		return kms.DataKey{}, fmt.Errorf("vault-transit: datakey %s: %w: malformed answer", key, kms.ErrUnavailable)
+	}
+	return kms.DataKey{Plaintext: pt, Wrapped: []byte(ct)}, nil
+}
+
+// Decrypt calls <mount>/decrypt/<keyID> with the "vault:v<N>:..." ciphertext.
+func (p *Provider) Decrypt(ctx context.Context, keyID string, wrapped []byte) ([]byte, error) {
+	key, err := p.keyName(keyID)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkCiphertext(wrapped); err != nil {
+		return nil, fmt.Errorf("vault-transit: decrypt %s: %w: %v", key, kms.ErrInvalidCiphertext, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(p.cfg.Timeout))
+	defer cancel()
+	sec, err := p.write(ctx, p.cfg.MountPath+"/decrypt/"+key, map[string]any{"ciphertext": string(wrapped)})
+	if err != nil {
+		return nil, wrapErr("decrypt", key, err, kms.ErrInvalidCiphertext)
+	}
+	if sec == nil || sec.Data == nil {
+		return nil, fmt.Errorf("vault-transit: decrypt %s: %w: empty answer", key, kms.ErrKeyNotFound)
+	}
+	ptB64, _ := sec.Data["plaintext"].(string)
+	pt, derr := base64.StdEncoding.DecodeString(ptB64)
+	if derr != nil || len(pt) != 32 {
+		return nil, fmt.Errorf("vault-transit: decrypt %s: %w: plaintext is not a 32-byte key", key, kms.ErrInvalidCiphertext)
+	}
+	return pt, nil
+}
+
+// ReadKV reads the latest version of a KV v2 secret at <mount>/data/<path>
+// with the provider's authentication (for credentials kept in Vault). A
+// missing secret is ErrKeyNotFound.
+func (p *Provider) ReadKV(ctx context.Context, mount, path string) (map[string]any, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(p.cfg.Timeout))
+	defer cancel()
+	full := strings.Trim(mount, "/") + "/data/" + strings.Trim(path, "/")
+	sec, err := p.do(ctx, func(ctx context.Context) (*vault.Secret, error) {
+		return p.client.Logical().ReadWithContext(ctx, full)
+	})
+	if err != nil {
+		return nil, wrapErr("kv read", full, err, kms.ErrKeyNotFound)
+	}
+	if sec == nil || sec.Data == nil {
+		return nil, fmt.Errorf("vault-transit: kv read %s: %w", full, kms.ErrKeyNotFound)
+	}
+	data, ok := sec.Data["data"].(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("vault-transit: kv read %s: %w: no data (deleted version?)", full, kms.ErrKeyNotFound)
+	}
+	return data, nil
+}
+
+func (p *Provider) keyName(keyID string) (string, error) {
+	if keyID == "" {
+		keyID = p.cfg.KeyName
+	}
+	if keyID == "" {
+		return "", fmt.Errorf("vault-transit: %w: no key name given and no default key_name configured", kms.ErrKeyNotFound)
+	}
+	if err := checkKeyName(keyID); err != nil {
+		return "", err
+	}
+	return keyID, nil
+}
+
+// checkCiphertext rejects what cannot be a Transit ciphertext before it
+// reaches Vault: "vault:v<N>:<base64>".
+func checkCiphertext(b []byte) error {
+	s := string(b)
+	rest, ok := strings.CutPrefix(s, "vault:v")
+	if !ok {
+		return errors.New(`no "vault:v" prefix`)
+	}
+	ver, b64, ok := strings.Cut(rest, ":")
+	if !ok {
+		return errors.New("no version separator")
+	}
+	if n, err := strconv.Atoi(ver); err != nil || n < 0 {
+		return errors.New("bad version")
+	}
+	if _, err := base64.StdEncoding.DecodeString(b64); err != nil {
+		return errors.New("bad base64")
+	}
+	return nil
+}
+
+func wrapErr(op, key string, err error, fallback error) error {
+	return fmt.Errorf("vault-transit: %s %s: %w: %w", op, key, classify(err, fallback), err)
+}
+
+// classify maps a vault/api error onto a kms sentinel. fallback is used for
+// 4xx answers that match nothing better: ErrKeyNotFound when asking for a
+// data key (the key cannot be used as configured), ErrInvalidCiphertext when
+// decrypting (the ciphertext is the only request-specific input).
+func classify(err error, fallback error) error {
+	// An error already carrying a sentinel (a failed re-login) keeps it.
+	for _, s := range []error{kms.ErrUnavailable, kms.ErrKeyNotFound, kms.ErrAccessDenied, kms.ErrInvalidCiphertext} {
+		if errors.Is(err, s) {
+			return s
+		}
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return kms.ErrUnavailable
+	}
+	var re *vault.ResponseError
+	if !errors.As(err, &re) {
+		// Connection refused/reset, DNS, TLS handshake, retries exhausted.
+		return kms.ErrUnavailable
+	}
+	msg := strings.ToLower(strings.Join(re.Errors, "; "))
+	switch s := re.StatusCode; {
+	case s == 401 || s == 403:
+		return kms.ErrAccessDenied
+	case s == 429 || s == 412 || s == 408 || s >= 500:
+		return kms.ErrUnavailable
+	case s == 404:
+		return kms.ErrKeyNotFound
+	}
+	switch {
+	case strings.Contains(msg, "encryption key not found"),
+		strings.Contains(msg, "no existing key named"),
+		strings.Contains(msg, "key not found"),
+		// min_decryption_version retired the version that wrapped the key.
+		strings.Contains(msg, "disallowed by policy (too old)"),
+		strings.Contains(msg, "does not support"):
+		return kms.ErrKeyNotFound
+	case strings.Contains(msg, "invalid ciphertext"),
+		strings.Contains(msg, "message authentication failed"),
+		strings.Contains(msg, "unable to decrypt"),
+		strings.Contains(msg, "missing ciphertext"):
+		return kms.ErrInvalidCiphertext
+	case strings.Contains(msg, "permission denied"):
+		return kms.ErrAccessDenied
+	}
+	return fallback
+}
+
+// classifyLogin: a refused login is ErrAccessDenied; outages stay
+// ErrUnavailable.
+func classifyLogin(err error) error {
+	switch s := classify(err, kms.ErrAccessDenied); s {
+	case kms.ErrUnavailable:
+		return s
+	}
+	return kms.ErrAccessDenied
+}
