@@ -19,6 +19,7 @@
 package metadata
 
 import (
+	"context"
 	"fmt"
 	"sync"
 
@@ -102,8 +103,42 @@ func typeError(want string, got kmsg.Response) error {
 // entry stays until the process restarts (one id and name per topic ever
 // seen). The zero value is an empty map ready to use.
 type TopicNames struct {
-	mu    sync.RWMutex
-	names map[[16]byte]string
+	mu       sync.RWMutex
+	names    map[[16]byte]string
+	resolver func(ctx context.Context, id [16]byte) (*kmsg.MetadataResponse, error)
+}
+
+// SetResolver installs how Resolve asks the cluster about an id nobody's
+// metadata has named yet (the proxy sets it to a Metadata request of its
+// own). Set it before serving.
+func (t *TopicNames) SetResolver(fn func(ctx context.Context, id [16]byte) (*kmsg.MetadataResponse, error)) {
+	t.mu.Lock()
+	t.resolver = fn
+	t.mu.Unlock()
+}
+
+// Resolve returns the name of topic id, asking the cluster when no Metadata
+// response has named it yet. Callers that pick keys or policies by topic name
+// must fail closed when it returns an error.
+func (t *TopicNames) Resolve(ctx context.Context, id [16]byte) (string, error) {
+	if n, ok := t.Name(id); ok {
+		return n, nil
+	}
+	t.mu.RLock()
+	fn := t.resolver
+	t.mu.RUnlock()
+	if fn == nil {
+		return "", fmt.Errorf("topic id %x: unknown, and no way to ask the cluster", id)
+	}
+	resp, err := fn(ctx, id)
+	if err != nil {
+		return "", fmt.Errorf("topic id %x: %w", id, err)
+	}
+	t.Learn(resp)
+	if n, ok := t.Name(id); ok {
+		return n, nil
+	}
+	return "", fmt.Errorf("topic id %x: unknown to the cluster", id)
 }
 
 // NewTopicNames returns an empty map.

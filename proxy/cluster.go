@@ -34,6 +34,13 @@ func (s *Server) watchCluster(ctx context.Context) {
 		return
 	}
 	defer cl.Close()
+	s.topics.SetResolver(func(ctx context.Context, id [16]byte) (*kmsg.MetadataResponse, error) {
+		req := kmsg.NewPtrMetadataRequest()
+		t := kmsg.NewMetadataRequestTopic()
+		t.TopicID = id
+		req.Topics = append(req.Topics, t)
+		return req.RequestWith(ctx, cl)
+	})
 	backoff := time.Second
 	failing := false
 	for {

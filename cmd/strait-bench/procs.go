@@ -126,7 +126,7 @@ func startStrait(o options, upstream []string, profile string) (*straitProc, err
 	listen := "127.0.0.1:" + strconv.Itoa(base+10)
 	admin := "127.0.0.1:" + strconv.Itoa(base+11)
 	args := []string{"run", "--upstream", strings.Join(upstream, ","), "--listen", listen,
-		"--broker-port-base", strconv.Itoa(base), "--admin-listen", admin, "--log-level", "warn"}
+		"--broker-port-base", strconv.Itoa(base), "--admin-listen", admin, "--log-level", "error"}
 	bin := o.straitBin
 	if profile != "" {
 		if bin, err = os.Executable(); err != nil {

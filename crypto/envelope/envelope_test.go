@@ -389,7 +389,7 @@ func TestKMSErrors(t *testing.T) {
 	ctx := context.Background()
 	for _, kerr := range []error{kms.ErrUnavailable, kms.ErrAccessDenied, kms.ErrKeyNotFound} {
 		t.Run(kerr.Error(), func(t *testing.T) {
-			s, o, cp := newPair(t, SealerOptions{ErrorHoldoff: -1}, OpenerOptions{})
+			s, o, cp := newPair(t, SealerOptions{ErrorHoldoff: -1}, OpenerOptions{ErrorHoldoff: -1})
 			good, err := s.Seal(ctx, nil, "customers", AAD{Path: "$"}, []byte("x"))
 			if err != nil {
 				t.Fatal(err)
@@ -432,6 +432,29 @@ func TestErrorHoldoff(t *testing.T) {
 	cp.set(nil, nil)
 	time.Sleep(60 * time.Millisecond)
 	if _, err := s.Seal(ctx, nil, "customers", AAD{Path: "$"}, nil); err != nil {
+		t.Fatalf("after holdoff: %v", err)
+	}
+}
+
+func TestOpenerErrorHoldoff(t *testing.T) {
+	ctx := context.Background()
+	s, o, cp := newPair(t, SealerOptions{}, OpenerOptions{ErrorHoldoff: 50 * time.Millisecond})
+	env, err := s.Seal(ctx, nil, "customers", AAD{Path: "$"}, []byte("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp.set(fmt.Errorf("double: %w", kms.ErrUnavailable), nil)
+	for i := 0; i < 5; i++ {
+		if _, err := o.Open(ctx, nil, env, AAD{Path: "$"}); !errors.Is(err, kms.ErrUnavailable) {
+			t.Fatal(err)
+		}
+	}
+	if d := cp.decs.Load(); d != 1 {
+		t.Fatalf("%d KMS calls during holdoff, want 1", d)
+	}
+	cp.set(nil, nil)
+	time.Sleep(60 * time.Millisecond)
+	if _, err := o.Open(ctx, nil, env, AAD{Path: "$"}); err != nil {
 		t.Fatalf("after holdoff: %v", err)
 	}
 }

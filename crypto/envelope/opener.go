@@ -22,6 +22,11 @@ type OpenerOptions struct {
 	MaxAge time.Duration
 	// KMSTimeout bounds one Decrypt call (default 10s).
 	KMSTimeout time.Duration
+	// ErrorHoldoff: after Decrypt fails for a wrapped DEK, Opens of envelopes
+	// with that wrapped DEK fail fast with the same error for this long
+	// (default 1s; negative disables), so that a KMS outage or a flood of
+	// tampered records costs one KMS call per wrapped DEK per holdoff.
+	ErrorHoldoff time.Duration
 }
 
 // Opener decrypts envelopes. It unwraps each distinct wrapped DEK once with
@@ -46,6 +51,9 @@ func NewOpener(providers []kms.Provider, opts OpenerOptions) (*Opener, error) {
 	if opts.KMSTimeout == 0 {
 		opts.KMSTimeout = DefaultKMSTimeout
 	}
+	if opts.ErrorHoldoff == 0 {
+		opts.ErrorHoldoff = DefaultErrorHoldoff
+	}
 	if opts.MaxEntries < 0 || opts.MaxAge < 0 || opts.KMSTimeout < 0 {
 		return nil, errors.New("envelope: negative opener option")
 	}
@@ -64,7 +72,7 @@ func NewOpener(providers []kms.Provider, opts OpenerOptions) (*Opener, error) {
 }
 
 // Open authenticates and decrypts env with aad and appends the plaintext to
-// dst. Failures: ErrTampered (corrupt, tampered, wrong AAD), ErrUnsupported,
+// dst (which must not overlap env). Failures: ErrTampered (corrupt, tampered, wrong AAD), ErrUnsupported,
 // ErrNoProvider, or a wrapped kms error (kms.ErrUnavailable,
 // kms.ErrKeyNotFound, kms.ErrAccessDenied). dst is returned unchanged on error.
 func (o *Opener) Open(ctx context.Context, dst, env []byte, aad AAD) ([]byte, error) {
@@ -118,6 +126,12 @@ type dekCache struct {
 	head     entry             // sentinel of the LRU list; head.next is the most recent
 	n        int
 	inflight map[string]*unwrapCall
+	failed   map[string]failure // recent Decrypt failures (ErrorHoldoff), at most max entries
+}
+
+type failure struct {
+	err   error
+	until time.Time
 }
 
 type entry struct {
@@ -144,6 +158,13 @@ func (c *dekCache) get(ctx context.Context, cacheKey, keyID, wrapped []byte, opt
 		}
 		c.remove(e)
 	}
+	if f, ok := c.failed[string(cacheKey)]; ok {
+		if time.Now().Before(f.until) {
+			c.mu.Unlock()
+			return nil, f.err
+		}
+		delete(c.failed, string(cacheKey))
+	}
 	if c.inflight == nil {
 		c.inflight = make(map[string]*unwrapCall)
 	}
@@ -160,10 +181,16 @@ func (c *dekCache) get(ctx context.Context, cacheKey, keyID, wrapped []byte, opt
 			c.mu.Lock()
 			call.aead, call.err = aead, err
 			delete(c.inflight, key)
-			if err == nil && c.max > 0 {
+			switch {
+			case err == nil && c.max > 0:
 				e := &entry{key: key, aead: aead}
 				e.timer = time.AfterFunc(opts.MaxAge, func() { e.expired.Store(true) })
 				c.add(e)
+			case err != nil && opts.ErrorHoldoff > 0:
+				if c.failed == nil || len(c.failed) >= max(c.max, 1) {
+					c.failed = make(map[string]failure) // bounded: start over
+				}
+				c.failed[key] = failure{err: err, until: time.Now().Add(opts.ErrorHoldoff)}
 			}
 			c.mu.Unlock()
 			close(call.done)

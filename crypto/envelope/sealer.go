@@ -77,7 +77,7 @@ type Sealer struct {
 	kind Kind
 	opts SealerOptions
 
-	slots sync.Map                // key id -> *slot
+	slots sync.Map             // key id -> *slot
 	hot   atomic.Pointer[slot] // last slot used: skips the map for the common single-key case
 }
 
@@ -138,9 +138,10 @@ func NewSealer(p kms.Provider, opts SealerOptions) (*Sealer, error) {
 }
 
 // Seal encrypts plaintext under the current DEK for keyID, binding aad, and
-// appends the envelope to dst. With enough capacity in dst it does not
-// allocate (in steady state, with a cached DEK). KMS failures are returned
-// wrapped (errors.Is(err, kms.ErrUnavailable) etc.); nothing is sealed then.
+// appends the envelope to dst, which must not overlap plaintext. With enough
+// capacity in dst it does not allocate (in steady state, with a cached DEK).
+// KMS failures are returned wrapped (errors.Is(err, kms.ErrUnavailable)
+// etc.) with dst unchanged; nothing is sealed then.
 func (s *Sealer) Seal(ctx context.Context, dst []byte, keyID string, aad AAD, plaintext []byte) ([]byte, error) {
 	sl := s.slot(keyID)
 	for {

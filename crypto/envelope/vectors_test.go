@@ -64,7 +64,7 @@ type vectorSpec struct {
 	parts      Parts
 }
 
-// kekFor returns the KEK material the test keyring uses (testProvider).
+// vectorSpecs lists the vectors; KEKs are those of testProvider.
 func vectorSpecs() []vectorSpec {
 	return []vectorSpec{
 		{"whole value, topic bound", "payments", 1, kekBytes(0x40), "payments", PathValue, 0,
@@ -117,8 +117,8 @@ func generateVectors(t *testing.T) vectorFile {
 			KEK: hex.EncodeToString(sp.kek), WrapNonce: hex.EncodeToString(wrapNonce), WrapAAD: hex.EncodeToString(wrapAAD),
 			DEK: hex.EncodeToString(dek), WrappedDEK: hex.EncodeToString(wrapped),
 			Topic: sp.topic, TopicBound: bound, Path: sp.path, Counter: sp.counter,
-			Nonce: hex.EncodeToString(nonce[:]),
-			AAD:   hex.EncodeToString(appendContext(bytes.Clone(e.Header), bound, aad)),
+			Nonce:     hex.EncodeToString(nonce[:]),
+			AAD:       hex.EncodeToString(appendContext(bytes.Clone(e.Header), bound, aad)),
 			Plaintext: hex.EncodeToString([]byte(sp.plaintext)), PlainUTF8: sp.plaintext,
 			Envelope: hex.EncodeToString(env),
 		}

@@ -89,8 +89,8 @@ type callbackError struct {
 func (e *callbackError) Error() string { return "fields: " + e.path + ": " + e.err.Error() }
 func (e *callbackError) Unwrap() error { return e.err }
 
-// insertVarintBefore inserts the bytes of hdr (already encoded) at position
-// mark of b, shifting b[mark:] to the right.
+// insertAt inserts hdr at position mark of b, shifting b[mark:] right
+// (used to write a length prefix once the content it measures is known).
 func insertAt(b []byte, mark int, hdr []byte) []byte {
 	n := len(hdr)
 	if n == 0 {

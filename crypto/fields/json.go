@@ -239,7 +239,9 @@ func scanString(src []byte, i int) (int, bool, error) {
 func hasZeroByte(x uint64) uint64 { return (x - 0x0101010101010101) & ^x & 0x8080808080808080 }
 
 // hasLessByte is non-zero if some byte of x is < n (n <= 128).
-func hasLessByte(x uint64, n uint64) uint64 { return (x - 0x0101010101010101*n) & ^x & 0x8080808080808080 }
+func hasLessByte(x uint64, n uint64) uint64 {
+	return (x - 0x0101010101010101*n) & ^x & 0x8080808080808080
+}
 
 func isHex4(b []byte) bool {
 	for _, c := range b[:4] {

@@ -172,9 +172,9 @@ type pnode struct {
 	keys map[string]*pnode
 	// klist mirrors keys for fast lookups with few keys
 	klist []kchild
-	idx  map[int]*pnode
-	any  *pnode
-	leaf bool
+	idx   map[int]*pnode
+	any   *pnode
+	leaf  bool
 	// seg is the canonical segment leading to this node (key and index
 	// children); wildcard children build theirs from the position.
 	seg string

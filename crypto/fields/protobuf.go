@@ -458,10 +458,7 @@ func compilePPlan(md protoreflect.MessageDescriptor, n *pnode, found map[*pnode]
 			}
 		} else {
 			if c.hasElems() {
-				if fd.Kind() == protoreflect.StringKind || fd.Kind() == protoreflect.BytesKind {
-					continue // not a list: [..] does not resolve
-				}
-				continue
+				continue // not a list: [..] does not resolve
 			}
 			t, err := target(fd, c, found, depth)
 			if err != nil {
@@ -609,4 +606,5 @@ func (w *pwalk) value(t *pTarget, lstart, cstart, cend int) error {
 	w.last = cend
 	return nil
 }
+
 const binaryMaxVarintLen64 = 10

@@ -255,19 +255,19 @@ func TestCheckProtobuf(t *testing.T) {
 		t.Fatal(err)
 	}
 	bad := map[string]string{
-		"$.age":        "int32",
-		"$.balance":    "double",
-		"$.vip":        "bool",
-		"$.status":     "enum",
-		"$.phone":      "int64",
-		"$.address":    "message",
-		"$.created":    "message",
-		"$.tags":       "repeated string",
-		"$.notes":      "map<string, string>",
-		"$.cards":      "repeated strait.test.Customer.Card",
-		"$.by_id[*]":   "message",
-		"$.cards[*]":   "message",
-		"$.next.age":   "int32",
+		"$.age":             "int32",
+		"$.balance":         "double",
+		"$.vip":             "bool",
+		"$.status":          "enum",
+		"$.phone":           "int64",
+		"$.address":         "message",
+		"$.created":         "message",
+		"$.tags":            "repeated string",
+		"$.notes":           "map<string, string>",
+		"$.cards":           "repeated strait.test.Customer.Card",
+		"$.by_id[*]":        "message",
+		"$.cards[*]":        "message",
+		"$.next.age":        "int32",
 		"$.created.seconds": "int64",
 	}
 	for p, typ := range bad {

@@ -181,3 +181,7 @@ func (c *planCache[T]) get(id int32, build func() (T, error)) (T, error) {
 	close(e.done)
 	return e.v, e.err
 }
+
+// Client returns the underlying franz-go sr client (for validation code that
+// needs e.g. the latest schema of a subject).
+func (r *Registry) Client() *sr.Client { return r.cl }

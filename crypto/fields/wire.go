@@ -14,8 +14,8 @@ import (
 // The header does not say which schema type follows, so the caller tells:
 // with protobuf false (Avro, JSON Schema) msgIndexes is nil and payload starts
 // right after the schema id; with protobuf true the message-index array is
-// parsed and msgIndexes is never empty ([0] for the shortcut). payload
-// aliases value.
+// parsed and msgIndexes is never empty ([0] for the shortcut; read-only).
+// payload aliases value.
 func ParseWire(value []byte, protobuf bool) (schemaID int32, msgIndexes []int, payload []byte, err error) {
 	if len(value) < 5 {
 		return 0, nil, nil, malformed("wire: %d bytes, need at least 5", len(value))
@@ -34,7 +34,7 @@ func ParseWire(value []byte, protobuf bool) (schemaID int32, msgIndexes []int, p
 	}
 	payload = payload[k:]
 	if n == 0 {
-		return schemaID, []int{0}, payload, nil
+		return schemaID, indexZero[:1:1], payload, nil
 	}
 	// every index takes at least one byte
 	if n < 0 || n > int64(len(payload)) || n > 1024 {
@@ -51,6 +51,10 @@ func ParseWire(value []byte, protobuf bool) (schemaID int32, msgIndexes []int, p
 	}
 	return schemaID, msgIndexes, payload, nil
 }
+
+// indexZero backs the [0] returned for the shortcut (no allocation); callers
+// must not modify a returned msgIndexes.
+var indexZero = [1]int{0}
 
 // AppendWire is the inverse of ParseWire: it appends the magic byte, the
 // schema id and, when msgIndexes is not nil, the Protobuf message-index array

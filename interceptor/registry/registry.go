@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/strait-proxy/strait/config"
+	"github.com/strait-proxy/strait/crypto/encrypt"
 	"github.com/strait-proxy/strait/interceptor"
 	"github.com/strait-proxy/strait/interceptor/denyapis"
 	"github.com/strait-proxy/strait/metadata"
@@ -32,6 +33,20 @@ type Env struct {
 type Constructor func(raw json.RawMessage, env Env) (*interceptor.Interceptor, error)
 
 var builtins = map[string]Constructor{
+	encrypt.EncryptName: func(raw json.RawMessage, env Env) (*interceptor.Interceptor, error) {
+		var c encrypt.Config
+		if err := config.DecodeStrict(raw, &c, env.Path); err != nil {
+			return nil, err
+		}
+		return encrypt.NewEncrypt(c, encrypt.Env{Logger: env.Logger, Metrics: env.Metrics, Topics: env.Topics})
+	},
+	encrypt.DecryptName: func(raw json.RawMessage, env Env) (*interceptor.Interceptor, error) {
+		var c encrypt.Config
+		if err := config.DecodeStrict(raw, &c, env.Path); err != nil {
+			return nil, err
+		}
+		return encrypt.NewDecrypt(c, encrypt.Env{Logger: env.Logger, Metrics: env.Metrics, Topics: env.Topics})
+	},
 	"deny-apis": func(raw json.RawMessage, env Env) (*interceptor.Interceptor, error) {
 		var c denyapis.Config
 		if err := config.DecodeStrict(raw, &c, env.Path); err != nil {

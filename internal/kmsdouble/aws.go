@@ -625,4 +625,3 @@ func (a *AWSKMS) opDecrypt(req map[string]json.RawMessage) (any, *awsError) {
 		"EncryptionAlgorithm": "SYMMETRIC_DEFAULT",
 	}, nil
 }
-

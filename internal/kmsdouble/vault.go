@@ -167,12 +167,22 @@ func (v *Vault) Mount(ns, path, kind string) {
 	n.mounts[path] = &vaultMount{kind: kind, keys: map[string]*transitKey{}, kv: map[string][]kvVersion{}, roles: map[string]string{}}
 }
 
+// mountLocked returns a mount the test set up; a missing one is a bug in
+// the test, reported loudly.
 func (v *Vault) mountLocked(ns, path string) *vaultMount {
 	n := v.namespaces[trimSlashes(ns)]
-	if n == nil {
-		return nil
+	if n == nil || n.mounts[trimSlashes(path)] == nil {
+		panic(fmt.Sprintf("kmsdouble: no mount %q in namespace %q", path, ns))
 	}
 	return n.mounts[trimSlashes(path)]
+}
+
+func (m *vaultMount) key(name string) *transitKey {
+	k := m.keys[name]
+	if k == nil {
+		panic(fmt.Sprintf("kmsdouble: no transit key %q", name))
+	}
+	return k
 }
 
 // CreateTransitKey creates an aes256-gcm96 key (version 1).
@@ -189,7 +199,7 @@ func (v *Vault) CreateTransitKey(ns, mount, name string) {
 func (v *Vault) RotateTransitKey(ns, mount, name string) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	v.mountLocked(ns, mount).keys[name].rotate()
+	v.mountLocked(ns, mount).key(name).rotate()
 }
 
 // SetMinDecryptionVersion makes older versions undecryptable, as
@@ -197,7 +207,7 @@ func (v *Vault) RotateTransitKey(ns, mount, name string) {
 func (v *Vault) SetMinDecryptionVersion(ns, mount, name string, ver int) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	v.mountLocked(ns, mount).keys[name].minDecrypt = ver
+	v.mountLocked(ns, mount).key(name).minDecrypt = ver
 }
 
 // PutKV writes a new version of a KV v2 secret.

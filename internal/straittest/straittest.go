@@ -80,6 +80,13 @@ func (s *Strait) Stop() {
 // port-mapped listener on 127.0.0.1. mutate may adjust the config.
 func Start(t testing.TB, upstream []string, ics []*interceptor.Interceptor, mutate func(*config.Config)) *Strait {
 	t.Helper()
+	return StartOpts(t, upstream, proxy.Options{Interceptors: ics}, mutate)
+}
+
+// StartOpts is Start with proxy options (interceptors, the shared topic-name
+// map); Logger and Registerer are filled in.
+func StartOpts(t testing.TB, upstream []string, opts proxy.Options, mutate func(*config.Config)) *Strait {
+	t.Helper()
 	base := FreePortBase(t, 11)
 	cfg := config.Default()
 	cfg.Upstream.Bootstrap = upstream
@@ -96,7 +103,8 @@ func Start(t testing.TB, upstream []string, ics []*interceptor.Interceptor, muta
 	}
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: level}))
 	reg := prometheus.NewRegistry()
-	srv, err := proxy.New(cfg, proxy.Options{Logger: log, Registerer: reg, Interceptors: ics})
+	opts.Logger, opts.Registerer = log, reg
+	srv, err := proxy.New(cfg, opts)
 	if err != nil {
 		t.Fatalf("strait: %v", err)
 	}

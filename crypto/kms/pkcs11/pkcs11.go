@@ -15,14 +15,17 @@
 //	byte 0      0x01 format version
 //	byte 1      mechanism: 0x01 CKM_AES_KEY_WRAP (RFC 3394),
 //	            0x02 CKM_AES_KEY_WRAP_PAD (RFC 5649), 0x03 CKM_AES_GCM
-//	bytes 2..5  KEK version (uint32, big-endian) = CKA_ID of the KEK object
-//	bytes 6..   KW/KWP: the 40-byte wrapped key (C_WrapKey of a token-generated
+//	bytes 2..   KEK version, uvarint (minimal encoding, >= 1; 1 byte below
+//	            128); the KEK object's CKA_ID is the same number as 4 bytes
+//	            big-endian
+//	then        KW/KWP: the 40-byte wrapped key (C_WrapKey of a token-generated
 //	            session key);
 //	            GCM: 12-byte IV || 32-byte ciphertext || 16-byte tag
-//	            (C_Encrypt of a crypto/rand key; additional data = bytes 0..5
-//	            followed by the key id)
+//	            (C_Encrypt of a crypto/rand key; additional data = the header
+//	            bytes followed by the key id)
 //
-// so a wrapped DEK is 46 bytes (KW, KWP) or 66 bytes (GCM).
+// so a wrapped DEK is 43 bytes (KW, KWP) or 63 bytes (GCM) for KEK versions
+// below 128.
 //
 // PKCS#11 sessions are not safe for concurrent use: the provider keeps a
 // small pool of sessions and gives each call its own.
@@ -67,7 +70,7 @@ const (
 	mechKW     = 0x01
 	mechKWP    = 0x02
 	mechGCM    = 0x03
-	headerLen  = 6
+	minHeader  = 3 // format, mechanism, uvarint version (1 byte below 128)
 	kwBlobLen  = 40
 	gcmBlobLen = 12 + 32 + 16
 )
@@ -526,8 +529,7 @@ func (p *Provider) GenerateDataKey(ctx context.Context, keyID string) (kms.DataK
 			return errNoKey
 		}
 		ver, kek := latest(vs)
-		header := []byte{formatV1, p.mech, 0, 0, 0, 0}
-		binary.BigEndian.PutUint32(header[2:], ver)
+		header := binary.AppendUvarint([]byte{formatV1, p.mech}, uint64(ver))
 		var plain, blob []byte
 		if p.mech == mechGCM {
 			plain, blob, err = p.gcmWrap(s, kek, header, label)
@@ -644,11 +646,16 @@ func (p *Provider) Decrypt(ctx context.Context, keyID string, wrapped []byte) ([
 	if err != nil {
 		return nil, err
 	}
-	if len(wrapped) < headerLen || wrapped[0] != formatV1 {
+	if len(wrapped) < minHeader || wrapped[0] != formatV1 {
 		return nil, fmt.Errorf("pkcs11: %w: not a version-1 wrapped key", kms.ErrInvalidCiphertext)
 	}
 	mech := wrapped[1]
-	ver := binary.BigEndian.Uint32(wrapped[2:headerLen])
+	v64, n := binary.Uvarint(wrapped[2:])
+	if n <= 0 || v64 == 0 || v64 > 1<<32-1 || n != len(binary.AppendUvarint(nil, v64)) {
+		return nil, fmt.Errorf("pkcs11: %w: bad KEK version", kms.ErrInvalidCiphertext)
+	}
+	ver := uint32(v64)
+	headerLen := 2 + n
 	blob := wrapped[headerLen:]
 	switch {
 	case (mech == mechKW || mech == mechKWP) && len(blob) == kwBlobLen:

@@ -166,7 +166,7 @@ func TestMechanismsRoundTrip(t *testing.T) {
 				t.Fatalf("EnsureKey again: v%d created=%v %v", v, created, err)
 			}
 			dk := roundTrip(t, p, label)
-			want := map[string]int{MechAESKWP: 46, MechAESKeyWrap: 46, MechAESGCM: 66}[mech]
+			want := map[string]int{MechAESKWP: 43, MechAESKeyWrap: 43, MechAESGCM: 63}[mech]
 			if len(dk.Wrapped) != want {
 				t.Fatalf("wrapped DEK is %d bytes, want %d", len(dk.Wrapped), want)
 			}
@@ -229,8 +229,8 @@ func TestRotation(t *testing.T) {
 				t.Fatalf("RotateKey: %d %v", v, err)
 			}
 			v2 := roundTrip(t, p, label)
-			if v1.Wrapped[5] != 1 || v2.Wrapped[5] != 2 {
-				t.Fatalf("KEK versions in wrapped keys: %d, %d", v1.Wrapped[5], v2.Wrapped[5])
+			if v1.Wrapped[2] != 1 || v2.Wrapped[2] != 2 {
+				t.Fatalf("KEK versions in wrapped keys: %d, %d", v1.Wrapped[2], v2.Wrapped[2])
 			}
 			if pt, err := p.Decrypt(ctx, label, v1.Wrapped); err != nil || !bytes.Equal(pt, v1.Plaintext) {
 				t.Fatalf("v1 after rotation: %v", err)
@@ -276,7 +276,9 @@ func TestTamper(t *testing.T) {
 				_, err := p.Decrypt(ctx, label, bad)
 				only(t, err, kms.ErrInvalidCiphertext)
 			}
-			for _, bad := range [][]byte{nil, dk.Wrapped[:5], dk.Wrapped[:len(dk.Wrapped)-1], append(bytes.Clone(dk.Wrapped), 0)} {
+			nonMinimal := append([]byte{dk.Wrapped[0], dk.Wrapped[1], 0x81, 0x00}, dk.Wrapped[3:]...)
+			bigVersion := append([]byte{dk.Wrapped[0], dk.Wrapped[1], 0x05}, dk.Wrapped[3:]...)
+			for _, bad := range [][]byte{nil, dk.Wrapped[:2], dk.Wrapped[:5], dk.Wrapped[:len(dk.Wrapped)-1], append(bytes.Clone(dk.Wrapped), 0), nonMinimal, bigVersion} {
 				_, err := p.Decrypt(ctx, label, bad)
 				only(t, err, kms.ErrInvalidCiphertext)
 			}
@@ -420,5 +422,24 @@ func TestConfigValidate(t *testing.T) {
 		if err := bad.Validate(); err == nil {
 			t.Fatalf("%+v accepted", bad)
 		}
+	}
+}
+
+func TestLargeKEKVersion(t *testing.T) {
+	p := newP(t, nil)
+	label := uniqueLabel("big")
+	if err := p.withSession(context.Background(), func(s p11.SessionHandle) error { return p.createKEK(s, label, 300) }); err != nil {
+		t.Fatal(err)
+	}
+	dk := roundTrip(t, p, label)
+	if len(dk.Wrapped) != 44 || dk.Wrapped[2] != 0xac || dk.Wrapped[3] != 0x02 {
+		t.Fatalf("version 300: %d bytes, % x", len(dk.Wrapped), dk.Wrapped[:4])
+	}
+	if v, err := p.RotateKey(context.Background(), label); err != nil || v != 301 {
+		t.Fatalf("rotate: %d %v", v, err)
+	}
+	roundTrip(t, p, label)
+	if _, err := p.Decrypt(context.Background(), label, dk.Wrapped); err != nil {
+		t.Fatal(err)
 	}
 }

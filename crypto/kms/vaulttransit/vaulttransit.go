@@ -4,7 +4,8 @@
 // POST <mount>/decrypt/<key>, through the official hashicorp/vault/api client.
 //
 // Wrapped is the Transit ciphertext string exactly as Vault returns it,
-// "vault:v<N>:<base64>", as bytes: it names the key version, so records
+// "vault:v<N>:<base64>", as bytes (or, with CompactWrapped, the same in
+// binary: 0x01 || uvarint(N) || raw): it names the key version, so records
 // wrapped before a `transit/keys/<key>/rotate` keep decrypting (until
 // min_decryption_version retires that version).
 //
@@ -18,6 +19,7 @@ package vaulttransit
 import (
 	"context"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/url"
@@ -80,6 +82,11 @@ type Config struct {
 	MaxAttempts int `json:"max_attempts,omitempty"`
 	// MaxBackoff caps the wait between attempts (default 1s).
 	MaxBackoff Duration `json:"max_backoff,omitempty"`
+	// CompactWrapped makes GenerateDataKey return Vault's ciphertext in
+	// binary form, 0x01 || uvarint(key version) || raw bytes (62 bytes
+	// instead of 89 for versions below 128). Decrypt accepts both forms
+	// whatever this is set to, and sends Vault the original text.
+	CompactWrapped bool `json:"compact_wrapped,omitempty"`
 }
 
 // AuthConfig configures how the provider gets a Vault token.
@@ -404,7 +411,61 @@ func (p *Provider) GenerateDataKey(ctx context.Context, keyID string) (kms.DataK
 	if derr != nil || len(pt) != 32 || !strings.HasPrefix(ct, "vault:v") {
 		return kms.DataKey{}, fmt.Errorf("vault-transit: datakey %s: %w: malformed answer", key, kms.ErrUnavailable)
 	}
-	return kms.DataKey{Plaintext: pt, Wrapped: []byte(ct)}, nil
+	wrapped := []byte(ct)
+	if p.cfg.CompactWrapped {
+		if wrapped, err = compact(ct); err != nil {
+			return kms.DataKey{}, fmt.Errorf("vault-transit: datakey %s: %w: %v", key, kms.ErrUnavailable, err)
+		}
+	}
+	return kms.DataKey{Plaintext: pt, Wrapped: wrapped}, nil
+}
+
+// compactFormat is the first byte of the binary form; the text form starts
+// with 'v'.
+const compactFormat = 0x01
+
+// compact turns "vault:v<N>:<base64>" into 0x01 || uvarint(N) || raw.
+func compact(ct string) ([]byte, error) {
+	rest, ok := strings.CutPrefix(ct, "vault:v")
+	if !ok {
+		return nil, errors.New("ciphertext without vault:v prefix")
+	}
+	ver, b64, ok := strings.Cut(rest, ":")
+	if !ok {
+		return nil, errors.New("ciphertext without version separator")
+	}
+	n, err := strconv.ParseUint(ver, 10, 32)
+	if err != nil {
+		return nil, errors.New("ciphertext with a bad version")
+	}
+	raw, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil {
+		return nil, errors.New("ciphertext with bad base64")
+	}
+	if base64.StdEncoding.EncodeToString(raw) != b64 {
+		return nil, errors.New("non-canonical base64") // could not be restored byte for byte
+	}
+	out := binary.AppendUvarint([]byte{compactFormat}, n)
+	return append(out, raw...), nil
+}
+
+// expand restores Vault's text form from either form.
+func expand(wrapped []byte) (string, error) {
+	if len(wrapped) > 0 && wrapped[0] == compactFormat {
+		n, k := binary.Uvarint(wrapped[1:])
+		if k <= 0 || n == 0 || n > 1<<32-1 {
+			return "", errors.New("bad key version")
+		}
+		raw := wrapped[1+k:]
+		if len(raw) == 0 {
+			return "", errors.New("no ciphertext")
+		}
+		return "vault:v" + strconv.FormatUint(n, 10) + ":" + base64.StdEncoding.EncodeToString(raw), nil
+	}
+	if err := checkCiphertext(wrapped); err != nil {
+		return "", err
+	}
+	return string(wrapped), nil
 }
 
 // Decrypt calls <mount>/decrypt/<keyID> with the "vault:v<N>:..." ciphertext.
@@ -413,12 +474,13 @@ func (p *Provider) Decrypt(ctx context.Context, keyID string, wrapped []byte) ([
 	if err != nil {
 		return nil, err
 	}
-	if err := checkCiphertext(wrapped); err != nil {
+	ct, err := expand(wrapped)
+	if err != nil {
 		return nil, fmt.Errorf("vault-transit: decrypt %s: %w: %v", key, kms.ErrInvalidCiphertext, err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(p.cfg.Timeout))
 	defer cancel()
-	sec, err := p.write(ctx, p.cfg.MountPath+"/decrypt/"+key, map[string]any{"ciphertext": string(wrapped)})
+	sec, err := p.write(ctx, p.cfg.MountPath+"/decrypt/"+key, map[string]any{"ciphertext": ct})
 	if err != nil {
 		return nil, wrapErr("decrypt", key, err, kms.ErrInvalidCiphertext)
 	}
@@ -481,7 +543,9 @@ func checkCiphertext(b []byte) error {
 	if !ok {
 		return errors.New("no version separator")
 	}
-	if n, err := strconv.Atoi(ver); err != nil || n < 0 {
+	// Vault reads v0 as v1 (a compatibility rule); it never writes v0, so
+	// refuse it rather than accept a second spelling of the same ciphertext.
+	if n, err := strconv.Atoi(ver); err != nil || n <= 0 || strconv.Itoa(n) != ver {
 		return errors.New("bad version")
 	}
 	if _, err := base64.StdEncoding.DecodeString(b64); err != nil {

@@ -1,0 +1,243 @@
+// Command strait-bench measures what Strait costs on the data path: the same
+// franz-go load runs direct to a kfake cluster and through Strait, in one
+// process tree and alternating (direct, strait, direct, strait...), so that
+// noise from a shared machine lands on both paths alike and the ratios mean
+// something even when the absolute figures do not.
+//
+//	STRAIT_BIN=bin/strait go run ./cmd/strait-bench [-duration 10s] [-json]
+//
+// It reports produce and consume throughput (1 KiB records) through ÷ direct,
+// p50/p99 produce latency at a fixed rate of half the direct produce
+// throughput, and Strait's own CPU seconds per GB moved, and prints PASS or
+// MISS against the targets of issue 3. It exits non-zero only on errors.
+// See docs/performance.md.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+type options struct {
+	duration, warmup time.Duration
+	rounds           int
+	recordBytes      int
+	partitions       int
+	inflight         int
+	linger           time.Duration
+	rate             float64
+	only             map[string]bool
+	json             bool
+	jsonFile         string
+	profileDir       string
+	straitBin        string
+}
+
+// Workloads, in the order they run: latency needs produce's direct figure.
+const (
+	wlProduce = "produce"
+	wlConsume = "consume"
+	wlLatency = "latency"
+)
+
+func main() {
+	var (
+		o          options
+		role       string
+		cpuprofile string
+		only       string
+	)
+	flag.DurationVar(&o.duration, "duration", 10*time.Second, "measured time of each run")
+	flag.DurationVar(&o.warmup, "warmup", 3*time.Second, "unmeasured time before each run (connections, metadata, first batches)")
+	flag.IntVar(&o.rounds, "rounds", 2, "direct+strait pairs per workload, alternating")
+	flag.IntVar(&o.recordBytes, "record-bytes", 1024, "record value size")
+	flag.IntVar(&o.partitions, "partitions", 6, "partitions of the bench topic (spread over 3 brokers)")
+	flag.IntVar(&o.inflight, "inflight", 5, "produce requests in flight per broker")
+	flag.DurationVar(&o.linger, "linger", 5*time.Millisecond, "producer linger for the throughput runs (latency runs use 0)")
+	flag.Float64Var(&o.rate, "rate", 0, "records/s of the latency runs; 0: half the direct produce throughput")
+	flag.StringVar(&only, "only", "produce,consume,latency", "workloads to run")
+	flag.BoolVar(&o.json, "json", false, "print the results as JSON instead of a table")
+	flag.StringVar(&o.jsonFile, "json-file", "", "also write the JSON results to this file")
+	flag.StringVar(&o.profileDir, "profile-dir", "", "run Strait in-process (this binary, same proxy code) and write a CPU profile per workload here")
+	flag.StringVar(&role, "role", "", "internal: kfake or strait (child processes of the bench)")
+	flag.StringVar(&cpuprofile, "cpuprofile", "", "internal: CPU profile of the strait role")
+	flag.Parse()
+	o.only = map[string]bool{}
+	for _, w := range strings.Split(only, ",") {
+		o.only[strings.TrimSpace(w)] = true
+	}
+	o.straitBin = os.Getenv("STRAIT_BIN")
+
+	var err error
+	switch role {
+	case "kfake":
+		err = runKfake(o.partitions, o.recordBytes)
+	case "strait":
+		err = runStraitInProcess(flag.Args(), cpuprofile)
+	case "":
+		err = bench(o)
+	default:
+		err = fmt.Errorf("unknown role %q", role)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "strait-bench: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+// bench runs every selected workload and prints the report.
+func bench(o options) error {
+	if o.straitBin == "" && o.profileDir == "" {
+		bin, err := buildStrait()
+		if err != nil {
+			return err
+		}
+		o.straitBin = bin
+	}
+	if o.profileDir != "" {
+		if err := os.MkdirAll(o.profileDir, 0o755); err != nil {
+			return err
+		}
+	}
+	kf, seeds, err := startKfake(o)
+	if err != nil {
+		return err
+	}
+	defer kf.stop()
+
+	rep := newReport(o)
+	if o.only[wlProduce] {
+		runs, err := runWorkload(o, wlProduce, seeds, kf, 0, func(s []string) workload {
+			return func(ctx context.Context, m *meter) error { return produceMax(ctx, s, o, m) }
+		})
+		if err != nil {
+			return err
+		}
+		rep.add(wlProduce, runs)
+	}
+	if o.only[wlConsume] {
+		runs, err := runWorkload(o, wlConsume, seeds, kf, 0, func(s []string) workload {
+			return func(ctx context.Context, m *meter) error { return consumeMax(ctx, s, o, m) }
+		})
+		if err != nil {
+			return err
+		}
+		rep.add(wlConsume, runs)
+	}
+	if o.only[wlLatency] {
+		if err := runLatency(o, seeds, kf, rep); err != nil {
+			return err
+		}
+	}
+	rep.finish()
+	if o.jsonFile != "" {
+		f, err := os.Create(o.jsonFile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := rep.writeJSON(f); err != nil {
+			return err
+		}
+	}
+	if o.json {
+		return rep.writeJSON(os.Stdout)
+	}
+	rep.writeTable(os.Stdout)
+	return nil
+}
+
+// runLatency produces at a fixed rate: half the direct produce throughput,
+// so that neither path is saturated and the latency is the path's, not a
+// queue's.
+func runLatency(o options, seeds []string, kf *child, rep *report) error {
+	rate := o.rate
+	if rate == 0 {
+		rate = rep.directRecordsPerSec(wlProduce) / 2
+	}
+	if rate == 0 { // produce was not run: calibrate with one direct run
+		r, err := measure(o, wlProduce, pathDirect, map[string]int{"kfake": kf.pid(), "loadgen": os.Getpid()}, 0,
+			func(ctx context.Context, m *meter) error { return produceMax(ctx, seeds, o, m) })
+		if err != nil {
+			return err
+		}
+		rate = r.RecordsPerSec / 2
+	}
+	latCap := int(rate*o.duration.Seconds()*1.5) + 10000
+	runs, err := runWorkload(o, wlLatency, seeds, kf, latCap, func(s []string) workload {
+		return func(ctx context.Context, m *meter) error { return producePaced(ctx, s, o, rate, m) }
+	})
+	if err != nil {
+		return err
+	}
+	for i := range runs {
+		runs[i].Rate = rate
+	}
+	rep.add(wlLatency, runs)
+	return nil
+}
+
+// runWorkload starts a fresh Strait for this workload (fresh connections; a
+// profile per workload) and runs the rounds, alternating direct and
+// through Strait.
+func runWorkload(o options, name string, seeds []string, kf *child, latCap int, mk func([]string) workload) ([]runResult, error) {
+	profile := ""
+	if o.profileDir != "" {
+		profile = filepath.Join(o.profileDir, "strait-"+name+".pprof")
+	}
+	st, err := startStrait(o, seeds, profile)
+	if err != nil {
+		return nil, err
+	}
+	defer st.stop()
+	procs := map[string]int{"kfake": kf.pid(), "strait": st.pid(), "loadgen": os.Getpid()}
+	var runs []runResult
+	for i := range o.rounds {
+		for _, path := range []string{pathDirect, pathStrait} {
+			s := seeds
+			if path == pathStrait {
+				s = []string{st.bootstrap}
+			}
+			r, err := measure(o, name, path, procs, latCap, mk(s))
+			if err != nil {
+				return nil, err
+			}
+			progress(i, o.rounds, r)
+			runs = append(runs, r)
+		}
+	}
+	return runs, nil
+}
+
+func progress(i, n int, r runResult) {
+	lat := ""
+	if r.P99Ms > 0 {
+		lat = fmt.Sprintf("  p50 %.2f ms  p99 %.2f ms", r.P50Ms, r.P99Ms)
+	}
+	fmt.Fprintf(os.Stderr, "%-8s %-6s %d/%d  %8.1f MB/s %9.0f rec/s%s  cpu strait %.2f kfake %.2f loadgen %.2f  machine %.2f cores\n",
+		r.Workload, r.Path, i+1, n, r.MBps, r.RecordsPerSec, lat,
+		r.CPUSeconds["strait"]/r.Seconds, r.CPUSeconds["kfake"]/r.Seconds, r.CPUSeconds["loadgen"]/r.Seconds, r.MachineBusyCores)
+}
+
+// buildStrait builds cmd/strait when STRAIT_BIN is not set, so that a bare
+// `go run ./cmd/strait-bench` measures the current tree.
+func buildStrait() (string, error) {
+	dir, err := os.MkdirTemp("", "strait-bench")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "strait")
+	cmd := exec.Command("go", "build", "-o", bin, "github.com/strait-proxy/strait/cmd/strait")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	fmt.Fprintln(os.Stderr, "STRAIT_BIN not set: building cmd/strait")
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("build strait: %w", err)
+	}
+	return bin, nil
+}

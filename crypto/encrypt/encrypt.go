@@ -1,0 +1,324 @@
+// Package encrypt is Strait's envelope-encryption interceptors: "encrypt"
+// seals record values (whole, or chosen JSON/Avro/Protobuf fields) and keys
+// on Produce; "decrypt" opens them on Fetch and ShareFetch. Both fail closed:
+// a record a rule covers never reaches the broker in clear, and a record
+// that cannot be decrypted is never passed off as plaintext or dropped.
+package encrypt
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/strait-proxy/strait/crypto/envelope"
+	"github.com/strait-proxy/strait/crypto/fields"
+	"github.com/strait-proxy/strait/crypto/kms"
+	"github.com/strait-proxy/strait/crypto/kms/awskms"
+	"github.com/strait-proxy/strait/crypto/kms/local"
+	"github.com/strait-proxy/strait/crypto/kms/pkcs11"
+	"github.com/strait-proxy/strait/crypto/kms/vaulttransit"
+	"github.com/strait-proxy/strait/interceptor"
+	"github.com/strait-proxy/strait/metadata"
+	"github.com/strait-proxy/strait/records"
+)
+
+// Names in the interceptor registry.
+const (
+	EncryptName = "encrypt"
+	DecryptName = "decrypt"
+)
+
+// Env is what the interceptors need from the process.
+type Env struct {
+	Logger  *slog.Logger
+	Metrics prometheus.Registerer
+	// Topics resolves topic ids (Produce/Fetch v13+) to names.
+	Topics *metadata.TopicNames
+	// Providers, when set, replace the key stores of Config.KMS (tests use
+	// it to inject a provider).
+	Providers []kms.Provider
+}
+
+// engine is what both interceptors share: rules, key stores, caches.
+type engine struct {
+	log       *slog.Logger
+	topics    *metadata.TopicNames
+	rules     []*rule
+	sealers   map[string]*envelope.Sealer
+	opener    *envelope.Opener
+	providers []kms.Provider
+	bindTopic bool
+	leaveEnc  bool
+	rw        records.Rewriter // Fetch side: tolerant of partial batches
+	rwStrict  records.Rewriter // Produce side: nothing may pass unseen
+	m         *metrics
+	burst     burstLog
+}
+
+type rule struct {
+	Rule
+	kms    string
+	walker fields.Walker // nil: whole value
+}
+
+// NewEncrypt builds the encrypt interceptor (Produce).
+func NewEncrypt(cfg Config, env Env) (*interceptor.Interceptor, error) {
+	e, err := newEngine(cfg, env)
+	if err != nil {
+		return nil, err
+	}
+	return &interceptor.Interceptor{
+		Name: EncryptName,
+		Hooks: []interceptor.Hook{
+			{Key: 0, Request: e.sealProduce, Response: e.mergeProduceFailures},
+		},
+		Close: e.close,
+	}, nil
+}
+
+// NewDecrypt builds the decrypt interceptor (Fetch, ShareFetch).
+func NewDecrypt(cfg Config, env Env) (*interceptor.Interceptor, error) {
+	e, err := newEngine(cfg, env)
+	if err != nil {
+		return nil, err
+	}
+	return &interceptor.Interceptor{
+		Name: DecryptName,
+		Hooks: []interceptor.Hook{
+			{Key: 1, Response: e.openFetch},
+			{Key: 78, Response: e.openShareFetch},
+		},
+		Close: e.close,
+	}, nil
+}
+
+func newEngine(cfg Config, env Env) (*engine, error) {
+	if errs := cfg.validate(); len(errs) > 0 {
+		return nil, errors.New(strings.Join(errs, "\n"))
+	}
+	log := env.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	reg := env.Metrics
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	e := &engine{
+		log: log, topics: env.Topics,
+		sealers:   make(map[string]*envelope.Sealer),
+		bindTopic: cfg.BindTopic == nil || *cfg.BindTopic,
+		leaveEnc:  cfg.OnDecryptError == "leave-encrypted",
+		rwStrict:  records.Rewriter{Strict: true},
+		m:         newMetrics(reg),
+	}
+	e.burst.log = log
+	if e.topics == nil {
+		e.topics = metadata.NewTopicNames()
+	}
+	provs := env.Providers
+	if provs == nil {
+		var err error
+		if provs, err = openProviders(cfg.KMS); err != nil {
+			return nil, err
+		}
+	}
+	e.providers = provs
+	for _, p := range provs {
+		s, err := envelope.NewSealer(p, envelope.SealerOptions{
+			MaxAge: time.Duration(cfg.DEK.MaxAge), MaxUses: cfg.DEK.MaxUses, NoTopicBinding: !e.bindTopic,
+		})
+		if err != nil {
+			e.close()
+			return nil, err
+		}
+		e.sealers[p.Name()] = s
+	}
+	op, err := envelope.NewOpener(provs, envelope.OpenerOptions{MaxEntries: cfg.DEK.CacheSize, MaxAge: time.Duration(cfg.DEK.MaxAge)})
+	if err != nil {
+		e.close()
+		return nil, err
+	}
+	e.opener = op
+
+	var reg2 *fields.Registry
+	if sr := cfg.SchemaRegistry; sr != nil {
+		if reg2, err = newRegistry(sr); err != nil {
+			e.close()
+			return nil, fmt.Errorf("schema_registry: %w", err)
+		}
+	}
+	for i, r := range cfg.Rules {
+		cr := &rule{Rule: r, kms: r.KMS}
+		if cr.kms == "" {
+			cr.kms = provs[0].Name()
+		}
+		if _, ok := e.sealers[cr.kms]; !ok {
+			e.close()
+			return nil, fmt.Errorf("rules[%d].kms: %q is not configured", i, cr.kms)
+		}
+		if len(r.Fields) > 0 {
+			if cr.walker, err = newWalker(r, reg2); err != nil {
+				e.close()
+				return nil, fmt.Errorf("rules[%d]: %w", i, err)
+			}
+		}
+		e.rules = append(e.rules, cr)
+	}
+	return e, nil
+}
+
+func newWalker(r Rule, reg *fields.Registry) (fields.Walker, error) {
+	switch r.Format {
+	case "json":
+		return fields.NewJSON(r.Fields)
+	case "avro":
+		c := fields.AvroConfig{Paths: r.Fields, Registry: reg}
+		for _, s := range r.Schemas {
+			c.Local = append(c.Local, fields.LocalAvro{ID: s.ID, Files: s.Files})
+		}
+		return fields.NewAvro(c)
+	case "protobuf":
+		c := fields.ProtobufConfig{Paths: r.Fields, Registry: reg}
+		for _, s := range r.Schemas {
+			if len(s.Files) != 1 {
+				return nil, fmt.Errorf("schemas: a protobuf schema is one .proto file or descriptor set, got %d files", len(s.Files))
+			}
+			c.Local = append(c.Local, fields.LocalProtobuf{ID: s.ID, File: s.Files[0], Name: s.Message})
+		}
+		return fields.NewProtobuf(c)
+	}
+	return nil, fmt.Errorf("format %q has no fields", r.Format)
+}
+
+func newRegistry(c *SchemaRegistry) (*fields.Registry, error) {
+	rc := fields.RegistryConfig{URLs: c.URLs, Username: c.Username}
+	if c.PasswordEnv != "" {
+		rc.Password = os.Getenv(c.PasswordEnv)
+	}
+	if c.CAFile != "" || c.CertFile != "" {
+		tc := &tls.Config{MinVersion: tls.VersionTLS12}
+		if c.CAFile != "" {
+			pem, err := os.ReadFile(c.CAFile)
+			if err != nil {
+				return nil, err
+			}
+			tc.RootCAs = x509.NewCertPool()
+			if !tc.RootCAs.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("ca_file: no certificates in %s", c.CAFile)
+			}
+		}
+		if c.CertFile != "" {
+			cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+			if err != nil {
+				return nil, err
+			}
+			tc.Certificates = []tls.Certificate{cert}
+		}
+		rc.TLS = tc
+	}
+	return fields.NewRegistry(rc)
+}
+
+func openProviders(c KMS) ([]kms.Provider, error) {
+	var out []kms.Provider
+	if c.Local != nil {
+		p, err := local.Load(c.Local.Keyring)
+		if err != nil {
+			return nil, fmt.Errorf("kms.local: %w", err)
+		}
+		out = append(out, p)
+	}
+	if c.AWS != nil {
+		p, err := awskms.New(context.Background(), *c.AWS)
+		if err != nil {
+			return nil, fmt.Errorf("kms.aws-kms: %w", err)
+		}
+		out = append(out, p)
+	}
+	if c.Vault != nil {
+		p, err := vaulttransit.New(*c.Vault)
+		if err != nil {
+			return nil, fmt.Errorf("kms.vault-transit: %w", err)
+		}
+		out = append(out, p)
+	}
+	if c.PKCS11 != nil {
+		p, err := pkcs11.New(*c.PKCS11)
+		if err != nil {
+			closeAll(out)
+			return nil, fmt.Errorf("kms.pkcs11: %w", err)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+func closeAll(ps []kms.Provider) {
+	for _, p := range ps {
+		if c, ok := p.(interface{ Close() error }); ok {
+			_ = c.Close()
+		}
+	}
+}
+
+func (e *engine) close() error {
+	closeAll(e.providers)
+	return nil
+}
+
+// ruleFor returns the first rule matching topic, or nil.
+func (e *engine) ruleFor(topic string) *rule {
+	for _, r := range e.rules {
+		if r.matches(topic) {
+			return r
+		}
+	}
+	return nil
+}
+
+// aadTopic is the topic bound into ciphertexts of topic under r.
+func (e *engine) aadTopic(r *rule, topic string) string {
+	if !e.bindTopic {
+		return ""
+	}
+	if r != nil && r.SourceTopic != "" {
+		return r.SourceTopic
+	}
+	return topic
+}
+
+// burstLog logs the first error of a burst and counts the rest, so that a
+// KMS outage is one log line every few seconds, not one per record.
+type burstLog struct {
+	log        *slog.Logger
+	mu         sync.Mutex
+	last       time.Time
+	suppressed int
+}
+
+func (b *burstLog) error(msg string, args ...any) {
+	b.mu.Lock()
+	now := time.Now()
+	if now.Sub(b.last) < 10*time.Second {
+		b.suppressed++
+		b.mu.Unlock()
+		return
+	}
+	n := b.suppressed
+	b.last, b.suppressed = now, 0
+	b.mu.Unlock()
+	if n > 0 {
+		args = append(args, "suppressed_since_last", n)
+	}
+	b.log.Error(msg, args...)
+}

@@ -1,0 +1,173 @@
+package encrypt
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/strait-proxy/strait/crypto/envelope"
+	"github.com/strait-proxy/strait/interceptor"
+	"github.com/strait-proxy/strait/records"
+)
+
+// openFetch decrypts every encrypted record of a Fetch response. Records
+// without Strait's header pass untouched (whatever rules say: a record
+// written before encryption was turned on is readable as it was written).
+func (e *engine) openFetch(ctx context.Context, x *interceptor.Exchange) error {
+	resp := x.Response.(*kmsg.FetchResponse)
+	changed := false
+	for ti := range resp.Topics {
+		t := &resp.Topics[ti]
+		name, nameErr := t.Topic, error(nil)
+		if x.Version >= 13 {
+			name, nameErr = e.resolve(ctx, t.TopicID)
+		}
+		for pi := range t.Partitions {
+			p := &t.Partitions[pi]
+			out, ch, err := e.openPartition(ctx, name, nameErr, p.RecordBatches)
+			if err != nil {
+				c, _ := code(err)
+				p.ErrorCode, p.RecordBatches = c, nil
+				changed = true
+				e.burst.error("fetch partition refused: records could not be decrypted", "topic", name, "partition", p.Partition,
+					"client_id", x.Conn.ClientID(), "error_code", c, "err", err)
+				continue
+			}
+			if ch {
+				p.RecordBatches, changed = out, true
+			}
+		}
+	}
+	if changed {
+		x.MarkModified()
+	}
+	return nil
+}
+
+// openShareFetch is openFetch for share groups (KIP-932), which name topics
+// by id only.
+func (e *engine) openShareFetch(ctx context.Context, x *interceptor.Exchange) error {
+	resp := x.Response.(*kmsg.ShareFetchResponse)
+	changed := false
+	for ti := range resp.Topics {
+		t := &resp.Topics[ti]
+		name, nameErr := e.resolve(ctx, t.TopicID)
+		for pi := range t.Partitions {
+			p := &t.Partitions[pi]
+			out, ch, err := e.openPartition(ctx, name, nameErr, p.Records)
+			if err != nil {
+				c, _ := code(err)
+				msg := "strait: " + err.Error()
+				p.ErrorCode, p.ErrorMessage, p.Records, p.AcquiredRecords = c, &msg, nil, nil
+				changed = true
+				e.burst.error("share fetch partition refused: records could not be decrypted", "topic", name, "partition", p.Partition, "err", err)
+				continue
+			}
+			if ch {
+				p.Records, changed = out, true
+			}
+		}
+	}
+	if changed {
+		x.MarkModified()
+	}
+	return nil
+}
+
+func (e *engine) resolve(ctx context.Context, id [16]byte) (string, error) {
+	n, err := e.topics.Resolve(ctx, id)
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", errUnknownTopic, err)
+	}
+	return n, nil
+}
+
+// openPartition decrypts the records of one partition's batches. A topic
+// whose name could not be resolved fails only if it holds encrypted records:
+// the AAD binds the name, so they could not be opened.
+func (e *engine) openPartition(ctx context.Context, topic string, nameErr error, batches []byte) ([]byte, bool, error) {
+	if len(batches) == 0 {
+		return batches, false, nil
+	}
+	r := e.ruleFor(topic)
+	aad := e.aadTopic(r, topic)
+	var arena, valBuf []byte
+	open := func(path string, ct []byte) ([]byte, error) {
+		start := len(arena)
+		var err error
+		arena, err = e.opener.Open(ctx, arena, ct, envelope.AAD{Topic: aad, Path: path})
+		if err != nil {
+			return nil, err
+		}
+		return arena[start:len(arena):len(arena)], nil
+	}
+	n := 0
+	out, changed, err := e.rw.Rewrite(nil, batches, func(rec *records.Record) (bool, error) {
+		parts, err := envelope.EncryptedParts(headers(rec.Headers))
+		if err == nil && parts == 0 {
+			return false, nil // not encrypted by Strait
+		}
+		if err == nil && nameErr != nil {
+			err = nameErr
+		}
+		arena = arena[:0]
+		key, value := rec.Key, rec.Value
+		if err == nil && parts&envelope.PartKey != 0 && key != nil {
+			key, err = open(envelope.PathKey, key)
+		}
+		if err == nil && value != nil {
+			switch {
+			case parts&envelope.PartValue != 0:
+				value, err = open(envelope.PathValue, value)
+			case parts&envelope.PartFields != 0:
+				if r == nil || r.walker == nil {
+					err = errNoFieldRule
+				} else if valBuf, err = r.walker.Open(valBuf[:0], value, open); err == nil {
+					value = valBuf
+				}
+			}
+		}
+		if err != nil {
+			if _, isKMS := code(err); isKMS {
+				e.m.kmsErrors.WithLabelValues("decrypt").Inc()
+			}
+			if e.leaveEnc {
+				e.m.leftEncrypted.Inc()
+				e.burst.error("record left encrypted: it could not be decrypted", "topic", topic, "offset", rec.Offset(), "err", err)
+				return false, nil
+			}
+			e.m.openFail.Inc()
+			return false, fmt.Errorf("offset %d: %w", rec.Offset(), err)
+		}
+		rec.Key, rec.Value = key, value
+		rec.DeleteHeader(envelope.HeaderKey)
+		n++
+		return true, nil
+	})
+	if err != nil {
+		if errors.Is(err, records.ErrCorrupt) || errors.Is(err, records.ErrTooLarge) ||
+			errors.Is(err, records.ErrUnknownCodec) || errors.Is(err, records.ErrLegacyFormat) {
+			// A batch Strait cannot read: hand it to the client as the
+			// broker sent it (still encrypted, if it was), and let the
+			// client report the corruption itself.
+			e.burst.error("fetch batch passed on unread", "topic", topic, "err", err)
+			return batches, false, nil
+		}
+		return nil, false, err
+	}
+	e.m.opened.Add(float64(n))
+	return out, changed, nil
+}
+
+// headers adapts record headers to what envelope.EncryptedParts reads.
+func headers(hs []kmsg.Header) func(yield func(string, []byte) bool) {
+	return func(yield func(string, []byte) bool) {
+		for _, h := range hs {
+			if !yield(h.Key, h.Value) {
+				return
+			}
+		}
+	}
+}

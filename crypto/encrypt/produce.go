@@ -1,0 +1,206 @@
+package encrypt
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/strait-proxy/strait/crypto/envelope"
+	"github.com/strait-proxy/strait/interceptor"
+	"github.com/strait-proxy/strait/records"
+)
+
+// refused is a produce partition answered by Strait instead of the broker.
+type refused struct {
+	topic     string
+	topicID   [16]byte
+	partition int32
+	code      int16
+	msg       string
+}
+
+type refusedKey struct{}
+
+// sealProduce encrypts the records of every partition a rule covers. A
+// partition that cannot be encrypted is taken out of the request and
+// answered with an error (mergeProduceFailures); if none is left, Strait
+// answers the whole request itself. Plaintext of a covered topic is never
+// forwarded.
+func (e *engine) sealProduce(ctx context.Context, x *interceptor.Exchange) error {
+	req := x.Request.(*kmsg.ProduceRequest)
+	var fails []refused
+	changed := false
+	keptTopics := req.Topics[:0]
+	for _, t := range req.Topics {
+		name := t.Topic
+		if x.Version >= 13 {
+			n, err := e.topics.Resolve(ctx, t.TopicID)
+			if err != nil {
+				// Cannot tell whether a rule covers it: refuse.
+				for _, p := range t.Partitions {
+					fails = append(fails, refused{t.Topic, t.TopicID, p.Partition, code400(err), err.Error()})
+				}
+				changed = true
+				continue
+			}
+			name = n
+		}
+		r := e.ruleFor(name)
+		if r == nil {
+			keptTopics = append(keptTopics, t)
+			continue
+		}
+		changed = true
+		kept := t.Partitions[:0]
+		for _, p := range t.Partitions {
+			out, err := e.sealRecords(ctx, r, name, p.Records)
+			if err != nil {
+				c, isKMS := code(err)
+				if isKMS {
+					e.m.kmsErrors.WithLabelValues("encrypt").Inc()
+				}
+				e.m.partitionsFailedClosed.Inc()
+				e.burst.error("produce refused: records could not be encrypted", "topic", name, "partition", p.Partition,
+					"client_id", x.Conn.ClientID(), "error_code", c, "err", err)
+				fails = append(fails, refused{t.Topic, t.TopicID, p.Partition, c, "strait: " + err.Error()})
+				continue
+			}
+			p.Records = out
+			kept = append(kept, p)
+		}
+		if t.Partitions = kept; len(kept) > 0 {
+			keptTopics = append(keptTopics, t)
+		}
+	}
+	req.Topics = keptTopics
+	if !changed {
+		return nil
+	}
+	x.MarkModified()
+	if len(fails) == 0 {
+		return nil
+	}
+	if req.Acks == 0 {
+		// No response will carry the error; a broker closes the connection
+		// of an acks=0 producer whose produce failed, so the client notices.
+		return fmt.Errorf("%w: acks=0 produce could not be encrypted: %s", interceptor.ErrClose, fails[0].msg)
+	}
+	if len(req.Topics) == 0 {
+		resp := req.ResponseKind().(*kmsg.ProduceResponse)
+		addRefused(resp, fails)
+		x.Respond(resp)
+		return nil
+	}
+	x.SetValue(refusedKey{}, fails)
+	return nil
+}
+
+func code400(error) int16 { c, _ := code(errUnknownTopic); return c }
+
+// mergeProduceFailures adds the partitions Strait refused to the broker's
+// answer for the rest.
+func (e *engine) mergeProduceFailures(_ context.Context, x *interceptor.Exchange) error {
+	fails, _ := x.Value(refusedKey{}).([]refused)
+	if len(fails) == 0 {
+		return nil
+	}
+	addRefused(x.Response.(*kmsg.ProduceResponse), fails)
+	x.MarkModified()
+	return nil
+}
+
+func addRefused(resp *kmsg.ProduceResponse, fails []refused) {
+	for _, f := range fails {
+		var t *kmsg.ProduceResponseTopic
+		for i := range resp.Topics {
+			if resp.Topics[i].Topic == f.topic && resp.Topics[i].TopicID == f.topicID {
+				t = &resp.Topics[i]
+			}
+		}
+		if t == nil {
+			nt := kmsg.NewProduceResponseTopic()
+			nt.Topic, nt.TopicID = f.topic, f.topicID
+			resp.Topics = append(resp.Topics, nt)
+			t = &resp.Topics[len(resp.Topics)-1]
+		}
+		p := kmsg.NewProduceResponseTopicPartition()
+		p.Partition, p.ErrorCode = f.partition, f.code
+		msg := f.msg
+		p.ErrorMessage = &msg
+		t.Partitions = append(t.Partitions, p)
+	}
+}
+
+// sealRecords encrypts every record of one partition's batches.
+func (e *engine) sealRecords(ctx context.Context, r *rule, topic string, batches []byte) ([]byte, error) {
+	s := e.sealers[r.kms]
+	aad := e.aadTopic(r, topic)
+	var parts envelope.Parts
+	if r.EncryptKey {
+		parts |= envelope.PartKey
+	}
+	if r.walker == nil {
+		parts |= envelope.PartValue
+	} else {
+		parts |= envelope.PartFields
+	}
+	// arena holds this record's ciphertexts: the records package reads what
+	// the callback assigns before the next record, so it is reused.
+	var arena []byte
+	seal := func(path string, plaintext []byte) ([]byte, error) {
+		start := len(arena)
+		var err error
+		arena, err = s.Seal(ctx, arena, r.KeyID, envelope.AAD{Topic: aad, Path: path}, plaintext)
+		if err != nil {
+			return nil, err
+		}
+		return arena[start:len(arena):len(arena)], nil
+	}
+	var valBuf []byte
+	n := 0
+	out, _, err := e.rwStrict.Rewrite(nil, batches, func(rec *records.Record) (bool, error) {
+		if _, ok := rec.Header(envelope.HeaderKey); ok {
+			return false, errAlreadyEncrypted
+		}
+		arena = arena[:0]
+		var got envelope.Parts
+		if r.EncryptKey && rec.Key != nil {
+			k, err := seal(envelope.PathKey, rec.Key)
+			if err != nil {
+				return false, fmt.Errorf("key of offset delta %d: %w", rec.OffsetDelta(), err)
+			}
+			rec.Key = k
+			got |= envelope.PartKey
+		}
+		if rec.Value != nil { // a null value (tombstone) has nothing to hide
+			if r.walker == nil {
+				v, err := seal(envelope.PathValue, rec.Value)
+				if err != nil {
+					return false, fmt.Errorf("value of offset delta %d: %w", rec.OffsetDelta(), err)
+				}
+				rec.Value = v
+				got |= envelope.PartValue
+			} else {
+				v, err := r.walker.Seal(valBuf[:0], rec.Value, seal)
+				if err != nil {
+					return false, fmt.Errorf("fields of offset delta %d: %w", rec.OffsetDelta(), err)
+				}
+				valBuf, rec.Value = v, v
+				got |= envelope.PartFields
+			}
+		}
+		if got == 0 {
+			return false, nil
+		}
+		rec.SetHeader(envelope.HeaderKey, got.HeaderValue())
+		n++
+		return true, nil
+	})
+	if err != nil {
+		e.m.sealFail.Inc()
+		return nil, err
+	}
+	e.m.sealed.Add(float64(n))
+	return out, nil
+}
