@@ -46,6 +46,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdRun(args[1:], stderr)
 	case "validate":
 		return cmdValidate(args[1:], stdout, stderr)
+	case "keys":
+		return cmdKeys(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, versionString())
 		return 0
@@ -65,6 +67,7 @@ func usage(w io.Writer) {
 Usage:
   strait run [--config FILE] [flags]   serve (strait run -h lists the flags)
   strait validate --config FILE [flags] check a configuration and explain every error
+  strait keys generate|rotate|list      manage a local keyring (strait keys help)
   strait version                        print the version
 `)
 }
