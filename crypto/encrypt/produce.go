@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/strait-proxy/strait/crypto/envelope"
@@ -39,7 +40,7 @@ func (e *engine) sealProduce(ctx context.Context, x *interceptor.Exchange) error
 			if err != nil {
 				// Cannot tell whether a rule covers it: refuse.
 				for _, p := range t.Partitions {
-					fails = append(fails, refused{t.Topic, t.TopicID, p.Partition, code400(err), err.Error()})
+					fails = append(fails, refused{t.Topic, t.TopicID, p.Partition, kerr.UnknownTopicID.Code, "strait: " + err.Error()})
 				}
 				changed = true
 				continue
@@ -96,8 +97,6 @@ func (e *engine) sealProduce(ctx context.Context, x *interceptor.Exchange) error
 	return nil
 }
 
-func code400(error) int16 { c, _ := code(errUnknownTopic); return c }
-
 // mergeProduceFailures adds the partitions Strait refused to the broker's
 // answer for the rest.
 func (e *engine) mergeProduceFailures(_ context.Context, x *interceptor.Exchange) error {
@@ -136,15 +135,6 @@ func addRefused(resp *kmsg.ProduceResponse, fails []refused) {
 func (e *engine) sealRecords(ctx context.Context, r *rule, topic string, batches []byte) ([]byte, error) {
 	s := e.sealers[r.kms]
 	aad := e.aadTopic(r, topic)
-	var parts envelope.Parts
-	if r.EncryptKey {
-		parts |= envelope.PartKey
-	}
-	if r.walker == nil {
-		parts |= envelope.PartValue
-	} else {
-		parts |= envelope.PartFields
-	}
 	// arena holds this record's ciphertexts: the records package reads what
 	// the callback assigns before the next record, so it is reused.
 	var arena []byte

@@ -49,10 +49,10 @@ type countingProvider struct {
 	gate       chan struct{} // when set, calls wait for it to close
 }
 
-func (c *countingProvider) state() (error, chan struct{}) {
+func (c *countingProvider) state() (chan struct{}, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.fail, c.gate
+	return c.gate, c.fail
 }
 
 func (c *countingProvider) set(fail error, gate chan struct{}) {
@@ -63,7 +63,7 @@ func (c *countingProvider) set(fail error, gate chan struct{}) {
 
 func (c *countingProvider) GenerateDataKey(ctx context.Context, keyID string) (kms.DataKey, error) {
 	c.gens.Add(1)
-	fail, gate := c.state()
+	gate, fail := c.state()
 	if gate != nil {
 		<-gate
 	}
@@ -75,7 +75,7 @@ func (c *countingProvider) GenerateDataKey(ctx context.Context, keyID string) (k
 
 func (c *countingProvider) Decrypt(ctx context.Context, keyID string, wrapped []byte) ([]byte, error) {
 	c.decs.Add(1)
-	fail, gate := c.state()
+	gate, fail := c.state()
 	if gate != nil {
 		<-gate
 	}

@@ -108,7 +108,7 @@ func TestRegistryCacheCounts(t *testing.T) {
 	defer fake.Close()
 	var calls atomic.Int32
 	fake.Intercept(func(http.ResponseWriter, *http.Request) bool { calls.Add(1); return false })
-	id, _, err := fake.RegisterSchema("c-value", sr.Schema{Schema: readFile(t, "testdata/customer.avsc"),
+	_, _, err := fake.RegisterSchema("c-value", sr.Schema{Schema: readFile(t, "testdata/customer.avsc"),
 		References: []sr.SchemaReference{{Name: "strait.test.Address", Subject: "address", Version: 1}}})
 	if err == nil {
 		t.Fatal("registered with a dangling reference")
@@ -116,7 +116,7 @@ func TestRegistryCacheCounts(t *testing.T) {
 	if _, _, err := fake.RegisterSchema("address", sr.Schema{Schema: readFile(t, "testdata/address.avsc")}); err != nil {
 		t.Fatal(err)
 	}
-	id, _, err = fake.RegisterSchema("c-value", sr.Schema{Schema: readFile(t, "testdata/customer.avsc"),
+	id, _, err := fake.RegisterSchema("c-value", sr.Schema{Schema: readFile(t, "testdata/customer.avsc"),
 		References: []sr.SchemaReference{{Name: "strait.test.Address", Subject: "address", Version: 1}}})
 	if err != nil {
 		t.Fatal(err)

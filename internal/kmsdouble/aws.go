@@ -574,8 +574,7 @@ func (a *AWSKMS) opDecrypt(req map[string]json.RawMessage) (any, *awsError) {
 	if len(blob) < awsBlobHeader+12+16 || !bytes.Equal(blob[:4], awsBlobMagic) {
 		return nil, invalid
 	}
-	blobKeyID := string(blob[4:40])
-	k := a.keys[blobKeyID]
+	k := a.keys[string(blob[4:40])]
 	if k == nil {
 		// AWS cannot tell a blob of a deleted key from garbage.
 		return nil, invalid

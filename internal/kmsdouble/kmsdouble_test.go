@@ -126,7 +126,7 @@ func TestVaultWire(t *testing.T) {
 		t.Fatalf("no token: %d", st)
 	}
 	post(t, v.URL()+"/v1/transit/keys/k/rotate", tok, ``)
-	st, m, _ = post(t, v.URL()+"/v1/transit/encrypt/k", tok, `{"plaintext":"aGVsbG8="}`)
+	_, m, _ = post(t, v.URL()+"/v1/transit/encrypt/k", tok, `{"plaintext":"aGVsbG8="}`)
 	ct := m["data"].(map[string]any)["ciphertext"].(string)
 	if !strings.HasPrefix(ct, "vault:v2:") {
 		t.Fatalf("after rotate: %s", ct)
