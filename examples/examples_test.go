@@ -174,7 +174,7 @@ func runExample(t *testing.T, ex example) {
 
 	// As stored: read directly from the cluster.
 	stored := consumeOne(t, ctx, cluster.ListenAddrs()[0], ex.topic)
-	t.Logf("stored on the broker: key %q value %s headers %v", stored.Key, stored.Value, headerKeys(stored))
+	t.Logf("stored on the broker: key %q value %q headers %v", stored.Key, stored.Value, headerKeys(stored))
 	for _, s := range ex.secrets {
 		if bytes.Contains(stored.Value, []byte(s)) {
 			t.Errorf("secret %q stored in clear: %s", s, stored.Value)

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/strait-proxy/strait/crypto/envelope"
 	"github.com/strait-proxy/strait/crypto/fields"
@@ -195,9 +196,41 @@ func newWalker(r Rule, reg *fields.Registry) (fields.Walker, error) {
 			}
 			c.Local = append(c.Local, fields.LocalProtobuf{ID: s.ID, File: s.Files[0], Name: s.Message})
 		}
+		// Refuse now, not record by record, a path that names a field of a
+		// local schema whose type may not be encrypted (fields.NewAvro does
+		// this for Avro; NewProtobuf cannot know the message until a value's
+		// message indexes name it, so every message of the file is checked).
+		for _, l := range c.Local {
+			fd, err := fields.LoadProtobufFile(l)
+			if err != nil {
+				return nil, err
+			}
+			if err := checkProtobufTypes(fd.Messages(), r.Fields); err != nil {
+				return nil, fmt.Errorf("schemas[id %d]: %w", l.ID, err)
+			}
+		}
 		return fields.NewProtobuf(c)
 	}
 	return nil, fmt.Errorf("format %q has no fields", r.Format)
+}
+
+// checkProtobufTypes returns the first *fields.FieldTypeError of paths in
+// any message (nested ones included); paths a message lacks are fine here.
+func checkProtobufTypes(ms protoreflect.MessageDescriptors, paths []string) error {
+	for i := range ms.Len() {
+		md := ms.Get(i)
+		if md.IsMapEntry() {
+			continue
+		}
+		var fe *fields.FieldTypeError
+		if err := fields.CheckProtobuf(md, paths); errors.As(err, &fe) {
+			return fmt.Errorf("message %s: %w", md.FullName(), err)
+		}
+		if err := checkProtobufTypes(md.Messages(), paths); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func newRegistry(c *SchemaRegistry) (*fields.Registry, error) {
