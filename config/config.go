@@ -170,7 +170,11 @@ func Parse(b []byte) (Config, error) {
 	if err := dec.Decode(&cfg); err != nil {
 		var te *json.UnmarshalTypeError
 		if asTypeError(err, &te) {
-			return cfg, fmt.Errorf("%s: expected %s, got %s", te.Field, te.Type, te.Value)
+			want := te.Type.String()
+			if te.Type == reflect.TypeFor[Duration]() {
+				want = `a duration such as "10s" or "5m"`
+			}
+			return cfg, fmt.Errorf("%s: expected %s, got %s", te.Field, want, te.Value)
 		}
 		return cfg, err
 	}

@@ -385,8 +385,16 @@ interceptors:
         - {topics: [t], key_id: customers-kek, format: %s, fields: ["$.ssn_id", %q], schemas: [{id: 1, files: [%q]}]}
 `, kr, c.format, c.path, testdata(t, c.file)))
 			for name, build := range map[string]func(encrypt.Config, encrypt.Env) error{
-				"encrypt": func(c encrypt.Config, e encrypt.Env) error { ic, err := encrypt.NewEncrypt(c, e); closeIC(ic); return err },
-				"decrypt": func(c encrypt.Config, e encrypt.Env) error { ic, err := encrypt.NewDecrypt(c, e); closeIC(ic); return err },
+				"encrypt": func(c encrypt.Config, e encrypt.Env) error {
+					ic, err := encrypt.NewEncrypt(c, e)
+					closeIC(ic)
+					return err
+				},
+				"decrypt": func(c encrypt.Config, e encrypt.Env) error {
+					ic, err := encrypt.NewDecrypt(c, e)
+					closeIC(ic)
+					return err
+				},
 			} {
 				err := build(cfg, encrypt.Env{})
 				var fe *fields.FieldTypeError
