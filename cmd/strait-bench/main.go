@@ -162,7 +162,7 @@ func runLatency(o options, seeds []string, kf *child, rep *report) error {
 		rate = rep.directRecordsPerSec(wlProduce) / 2
 	}
 	if rate == 0 { // produce was not run: calibrate with one direct run
-		r, err := measure(o, wlProduce, pathDirect, map[string]int{"kfake": kf.pid(), "loadgen": os.Getpid()}, 0,
+		r, err := measure(o, wlProduce, pathDirect, tree{procs: map[string]int{"kfake": kf.pid(), "loadgen": os.Getpid()}}, 0,
 			func(ctx context.Context, m *meter) error { return produceMax(ctx, seeds, o, m) })
 		if err != nil {
 			return err
@@ -196,7 +196,7 @@ func runWorkload(o options, name string, seeds []string, kf *child, latCap int, 
 		return nil, err
 	}
 	defer st.stop()
-	procs := map[string]int{"kfake": kf.pid(), "strait": st.pid(), "loadgen": os.Getpid()}
+	t := tree{procs: map[string]int{"kfake": kf.pid(), "strait": st.pid(), "loadgen": os.Getpid()}, metrics: st.metrics}
 	var runs []runResult
 	for i := range o.rounds {
 		for _, path := range []string{pathDirect, pathStrait} {
@@ -204,7 +204,7 @@ func runWorkload(o options, name string, seeds []string, kf *child, latCap int, 
 			if path == pathStrait {
 				s = []string{st.bootstrap}
 			}
-			r, err := measure(o, name, path, procs, latCap, mk(s))
+			r, err := measure(o, name, path, t, latCap, mk(s))
 			if err != nil {
 				return nil, err
 			}

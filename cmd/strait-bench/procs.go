@@ -112,6 +112,7 @@ func startKfake(o options) (*child, []string, error) {
 type straitProc struct {
 	*child
 	bootstrap string
+	metrics   string // Strait's /metrics URL
 }
 
 // startStrait runs Strait in front of upstream. Normally that is the
@@ -140,7 +141,7 @@ func startStrait(o options, upstream []string, profile string) (*straitProc, err
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start strait (%s): %w", bin, err)
 	}
-	p := &straitProc{child: &child{name: "strait", cmd: cmd}, bootstrap: listen}
+	p := &straitProc{child: &child{name: "strait", cmd: cmd}, bootstrap: listen, metrics: "http://" + admin + "/metrics"}
 	if err := waitReady("http://"+admin+"/readyz", 20*time.Second); err != nil {
 		p.stop()
 		return nil, fmt.Errorf("strait: %w", err)

@@ -15,6 +15,10 @@ import (
 const (
 	targetRatio      = 0.85 // through ÷ direct throughput, produce and consume
 	targetAddedP99Ms = 1.0  // added p99 produce latency at half the direct rate
+
+	// noisyOtherCores: a run during which other processes kept more than
+	// this many of the machine's cores busy is flagged as noisy.
+	noisyOtherCores = 0.5
 )
 
 // report is everything the bench prints, as a table or as JSON.
@@ -61,6 +65,9 @@ type pathSummary struct {
 	// GBPerCPUSecond is payload moved per CPU second of our whole tree
 	// (load generator + kfake + Strait).
 	GBPerCPUSecond float64 `json:"gb_per_cpu_second"`
+	// Strait's requests per second and CPU microseconds per request.
+	StraitRequestsPerSec  float64 `json:"strait_requests_per_s,omitempty"`
+	StraitCPUPerRequestUs float64 `json:"strait_cpu_us_per_request,omitempty"`
 
 	seconds, straitCPU float64
 	bytes              int64
@@ -81,6 +88,8 @@ type workloadSummary struct {
 	Rate       float64 `json:"rate_records_per_s,omitempty"`
 	Target     string  `json:"target"`
 	Met        bool    `json:"met"`
+	// Noisy: in some run, other processes kept more than 0.5 cores busy.
+	Noisy bool `json:"noisy"`
 }
 
 func newReport(o options) *report {
@@ -120,6 +129,9 @@ func (r *report) add(workload string, runs []runResult) {
 		s.Target = fmt.Sprintf("ratio >= %.2f", targetRatio)
 		s.Met = s.Ratio >= targetRatio
 	}
+	for _, run := range runs {
+		s.Noisy = s.Noisy || run.OtherCores > noisyOtherCores
+	}
 	r.Summary = append(r.Summary, s)
 	if s.Strait.bytes > 0 {
 		r.CPUPerGB[workload] = s.Strait.straitCPU / (float64(s.Strait.bytes) / 1e9)
@@ -133,10 +145,12 @@ func pool(runs []runResult, path string) pathSummary {
 	var records int64
 	var kfake, loadgen, machine float64
 	var lat []time.Duration
+	var requests int64
 	for _, r := range runs {
 		if r.Path != path {
 			continue
 		}
+		requests += r.StraitRequests
 		p.seconds += r.Seconds
 		p.bytes += r.Bytes
 		records += r.Records
@@ -160,6 +174,10 @@ func pool(runs []runResult, path string) pathSummary {
 	}
 	if len(lat) > 0 {
 		p.P50Ms, p.P99Ms = percentileMs(lat, 0.50), percentileMs(lat, 0.99)
+	}
+	if requests > 0 {
+		p.StraitRequestsPerSec = float64(requests) / p.seconds
+		p.StraitCPUPerRequestUs = p.straitCPU / float64(requests) * 1e6
 	}
 	return p
 }
@@ -222,6 +240,9 @@ func (r *report) writeTable(w io.Writer) {
 		if sm.Met {
 			verdict = "PASS"
 		}
+		if sm.Noisy {
+			verdict += " (noisy: other processes used > 0.5 cores in some run)"
+		}
 		switch sm.Workload {
 		case wlLatency:
 			fmt.Fprintf(w, "%-8s at %.0f records/s: added p50 %+.2f ms, added p99 %+.2f ms  (through/direct throughput %.3f)  target %s  %s\n",
@@ -230,13 +251,14 @@ func (r *report) writeTable(w io.Writer) {
 			fmt.Fprintf(w, "%-8s through/direct = %.3f  target %s  %s   (CPU-normalized %.3f)\n", sm.Workload, sm.Ratio, sm.Target, verdict, sm.CPURatio)
 		}
 	}
-	fmt.Fprintf(w, "\nStrait CPU seconds per GB moved (record values through Strait):")
-	for _, wl := range []string{wlProduce, wlConsume, wlLatency, "all"} {
-		if v, ok := r.CPUPerGB[wl]; ok {
-			fmt.Fprintf(w, "  %s %.2f", wl, v)
-		}
+	fmt.Fprintln(w, "\nStrait's own CPU (utime+stime of the strait process), through-Strait runs:")
+	for _, sm := range r.Summary {
+		fmt.Fprintf(w, "  %-8s %6.2f CPU-s per GB moved   %6.1f µs per request   %7.0f requests/s\n",
+			sm.Workload, r.CPUPerGB[sm.Workload], sm.Strait.StraitCPUPerRequestUs, sm.Strait.StraitRequestsPerSec)
 	}
-	fmt.Fprintln(w)
+	if v, ok := r.CPUPerGB["all"]; ok {
+		fmt.Fprintf(w, "  %-8s %6.2f CPU-s per GB moved\n", "all", v)
+	}
 }
 
 func msOrDash(v float64) string {

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"slices"
 	"strconv"
@@ -29,9 +31,15 @@ type runResult struct {
 	// MachineBusyCores is how many cores the whole machine kept busy on
 	// average, ours and everybody else's: it says how noisy the run was.
 	MachineBusyCores float64 `json:"machine_busy_cores"`
-	Rate             float64 `json:"rate_records_per_s,omitempty"`
-	P50Ms            float64 `json:"p50_ms,omitempty"`
-	P99Ms            float64 `json:"p99_ms,omitempty"`
+	// OtherCores is MachineBusyCores minus our processes: everybody else.
+	OtherCores float64 `json:"other_cores"`
+	// StraitRequests is how many requests Strait forwarded in the window,
+	// from its own strait_requests_total: CPU per request explains what CPU
+	// per GB cannot when requests are small.
+	StraitRequests int64   `json:"strait_requests"`
+	Rate           float64 `json:"rate_records_per_s,omitempty"`
+	P50Ms          float64 `json:"p50_ms,omitempty"`
+	P99Ms          float64 `json:"p99_ms,omitempty"`
 
 	lat []time.Duration
 }
@@ -39,17 +47,25 @@ type runResult struct {
 // workload is one load generator; it runs until ctx ends, counting into m.
 type workload func(ctx context.Context, m *meter) error
 
-// snapshot is what we read at each edge of the measured window.
-type snapshot struct {
-	at            time.Time
-	records, byts int64
-	cpu           map[string]time.Duration
-	machineBusy   time.Duration
+// tree is what a run can observe of the process tree: the pids to charge CPU
+// to, and Strait's metrics endpoint.
+type tree struct {
+	procs   map[string]int
+	metrics string
 }
 
-func takeSnapshot(m *meter, procs map[string]int) (snapshot, error) {
+// snapshot is what we read at each edge of the measured window.
+type snapshot struct {
+	at             time.Time
+	records, byts  int64
+	cpu            map[string]time.Duration
+	machineBusy    time.Duration
+	straitRequests int64
+}
+
+func takeSnapshot(m *meter, t tree) (snapshot, error) {
 	s := snapshot{at: time.Now(), records: m.records.Load(), byts: m.bytes.Load(), cpu: map[string]time.Duration{}}
-	for name, pid := range procs {
+	for name, pid := range t.procs {
 		t, err := cpuTime(pid)
 		if err != nil {
 			return s, fmt.Errorf("cpu of %s: %w", name, err)
@@ -57,13 +73,43 @@ func takeSnapshot(m *meter, procs map[string]int) (snapshot, error) {
 		s.cpu[name] = t
 	}
 	var err error
-	s.machineBusy, err = machineBusy()
+	if s.machineBusy, err = machineBusy(); err != nil {
+		return s, err
+	}
+	if t.metrics != "" {
+		s.straitRequests, err = scrapeRequests(t.metrics)
+	}
 	return s, err
+}
+
+// scrapeRequests sums strait_requests_total over all APIs.
+func scrapeRequests(url string) (int64, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var sum float64
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "strait_requests_total{") {
+			continue
+		}
+		f := strings.Fields(line)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err != nil {
+			return 0, fmt.Errorf("strait metrics: %q: %w", line, err)
+		}
+		sum += v
+	}
+	return int64(sum), sc.Err()
 }
 
 // measure runs w for warm-up plus the measured duration and reports the
 // measured window only. latCap > 0 keeps up to that many latencies.
-func measure(o options, name, path string, procs map[string]int, latCap int, w workload) (runResult, error) {
+func measure(o options, name, path string, t tree, latCap int, w workload) (runResult, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	m := &meter{lat: make([]time.Duration, latCap)}
@@ -73,7 +119,7 @@ func measure(o options, name, path string, procs map[string]int, latCap int, w w
 	if err := sleepOrFail(o.warmup, errc, m); err != nil {
 		return runResult{}, err
 	}
-	before, err := takeSnapshot(m, procs)
+	before, err := takeSnapshot(m, t)
 	if err != nil {
 		return runResult{}, err
 	}
@@ -82,7 +128,7 @@ func measure(o options, name, path string, procs map[string]int, latCap int, w w
 		return runResult{}, err
 	}
 	m.recording.Store(false)
-	after, err := takeSnapshot(m, procs)
+	after, err := takeSnapshot(m, t)
 	if err != nil {
 		return runResult{}, err
 	}
@@ -113,13 +159,17 @@ func result(name, path string, before, after snapshot, lat []time.Duration) runR
 		Records: after.records - before.records, Bytes: after.byts - before.byts,
 		CPUSeconds:       map[string]float64{},
 		MachineBusyCores: (after.machineBusy - before.machineBusy).Seconds() / secs,
+		StraitRequests:   after.straitRequests - before.straitRequests,
 		lat:              lat,
 	}
 	r.MBps = float64(r.Bytes) / 1e6 / secs
 	r.RecordsPerSec = float64(r.Records) / secs
+	ours := 0.0
 	for p, t := range after.cpu {
 		r.CPUSeconds[p] = (t - before.cpu[p]).Seconds()
+		ours += r.CPUSeconds[p]
 	}
+	r.OtherCores = max(0, r.MachineBusyCores-ours/secs)
 	if len(lat) > 0 {
 		r.P50Ms, r.P99Ms = percentileMs(lat, 0.50), percentileMs(lat, 0.99)
 	}
