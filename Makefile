@@ -14,9 +14,13 @@ build:
 # Everything: unit, end-to-end (kfake + Go clients) and interop tests (kcat,
 # confluent-kafka-python, kafka-python, kafkajs, HAProxy, SoftHSM2). Interop
 # tests build and run bin/strait.
+# The data path and the crypto run a second time under the race detector.
+RACE_PKGS := ./proxy/... ./interceptor/... ./metadata/... ./crypto/... ./records/... ./config/...
+
 test: build
 	$(GO) vet $(PKGS)
 	STRAIT_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(RACE_PKGS)
 
 demo:
 	$(GO) run ./cmd/strait-demo

@@ -248,7 +248,7 @@ func (r *report) writeTable(w io.Writer) {
 			fmt.Fprintf(w, "%-8s at %.0f records/s: added p50 %+.2f ms, added p99 %+.2f ms  (through/direct throughput %.3f)  target %s  %s\n",
 				sm.Workload, sm.Rate, sm.AddedP50Ms, sm.AddedP99Ms, sm.Ratio, sm.Target, verdict)
 		default:
-			fmt.Fprintf(w, "%-8s through/direct = %.3f  target %s  %s   (CPU-normalized %.3f)\n", sm.Workload, sm.Ratio, sm.Target, verdict, sm.CPURatio)
+			fmt.Fprintf(w, "%-8s through/direct = %.3f (CPU-normalized %.3f)  target %s  %s\n", sm.Workload, sm.Ratio, sm.CPURatio, sm.Target, verdict)
 		}
 	}
 	fmt.Fprintln(w, "\nStrait's own CPU (utime+stime of the strait process), through-Strait runs:")
