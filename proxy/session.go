@@ -229,6 +229,12 @@ func (ss *session) read(ctx context.Context) {
 			return
 		}
 
+		acks := int16(-1) // produce with acks=0 gets no response
+		if h.key == 0 {
+			if a, ok := produceAcks(frame[h.bodyOffset:], h.version); ok {
+				acks = a
+			}
+		}
 		p := pending{key: h.key, version: h.version, corr: h.corr}
 		reqHooked, respHooked := s.chain.Hooked(h.key, h.version)
 		var out []byte // a re-encoded frame, when a hook changed the request
@@ -251,6 +257,9 @@ func (ss *session) read(ctx context.Context) {
 			}
 			if p.x.Response != nil {
 				s.metrics.localAnswers[k].Inc()
+				if acks == 0 {
+					continue // the client expects no answer
+				}
 				p.start = time.Now()
 				if !ss.enqueue(p) {
 					return
@@ -259,12 +268,6 @@ func (ss *session) read(ctx context.Context) {
 			}
 			if p.x.RequestModified() {
 				out = appendRequestFrame(nil, h, req)
-			}
-		}
-		acks := int16(-1)
-		if h.key == 0 {
-			if a, ok := produceAcks(frame[h.bodyOffset:], h.version); ok {
-				acks = a
 			}
 		}
 		if ss.up == nil {
