@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -271,6 +272,13 @@ func testProvider(t *testing.T, prov provider, fault kmsdouble.Fault, withRotati
 	}
 	if seen["probe-secret-must-not-land"] != 0 {
 		t.Fatal("the refused probe record was stored")
+	}
+	// Exactly the records produced, no more: the refused probe and the
+	// refused attempts of the idempotent producer left nothing behind.
+	ends, err := kadm.NewClient(client(t, direct)).ListEndOffsets(ctx, "payments")
+	straittest.Must(t, err, "end offsets")
+	if o, _ := ends.Lookup("payments", 0); o.Offset != int64(10+n) {
+		t.Fatalf("payments holds %d records, want %d", o.Offset, 10+n)
 	}
 	if !withRotation {
 		return
