@@ -88,6 +88,21 @@ type Exchange struct {
 	reqModified, respModified bool
 	answeredBy                int // 1 + index of the interceptor that answered; 0 if none
 	values                    map[any]any
+	done                      []func()
+}
+
+// OnDone registers fn to run once the proxy is finished with this exchange:
+// its response written to the client (or, for a produce with acks=0, its
+// request forwarded). A hook that built a message in a pooled buffer
+// returns the buffer here. Hooks must not keep messages after that.
+func (x *Exchange) OnDone(fn func()) { x.done = append(x.done, fn) }
+
+// Done runs the OnDone functions, last registered first. The proxy calls it.
+func (x *Exchange) Done() {
+	for i := len(x.done) - 1; i >= 0; i-- {
+		x.done[i]()
+	}
+	x.done = nil
 }
 
 // MarkModified tells the proxy to re-encode the message the current phase

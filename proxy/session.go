@@ -43,6 +43,10 @@ type session struct {
 	bytesOut  atomic.Int64 // Strait → client
 	requests  atomic.Int64
 	lastID    []byte
+	// Re-encoded frames are built in these and copied into the bufio
+	// writers at once, so each goroutine reuses its own.
+	reqScratch  []byte // reader goroutine
+	respScratch []byte // pump goroutine
 }
 
 // pending is one request waiting for its response, in order.
@@ -258,6 +262,7 @@ func (ss *session) read(ctx context.Context) {
 			if p.x.Response != nil {
 				s.metrics.localAnswers[k].Inc()
 				if acks == 0 {
+					p.x.Done()
 					continue // the client expects no answer
 				}
 				p.start = time.Now()
@@ -267,7 +272,8 @@ func (ss *session) read(ctx context.Context) {
 				continue
 			}
 			if p.x.RequestModified() {
-				out = appendRequestFrame(nil, h, req)
+				ss.reqScratch = appendRequestFrame(ss.reqScratch[:0], h, req)
+				out = ss.reqScratch
 			}
 		}
 		if ss.up == nil {
@@ -280,6 +286,9 @@ func (ss *session) read(ctx context.Context) {
 			return
 		}
 		if acks == 0 {
+			if p.x != nil {
+				p.x.Done()
+			}
 			continue // no response will come
 		}
 		p.up, p.start = ss.up, time.Now()
@@ -407,7 +416,8 @@ func (ss *session) pump(ctx context.Context) {
 				ss.hookError(err)
 				return
 			}
-			out = appendResponseFrame(nil, p.corr, p.x.Response)
+			ss.respScratch = appendResponseFrame(ss.respScratch[:0], p.corr, p.x.Response)
+			out = ss.respScratch
 		default:
 			frame, err := readFrame(p.up.r, buf, s.cfg.Limits.MaxFrameBytes, minResponseFrame)
 			buf = frame
@@ -449,6 +459,9 @@ func (ss *session) pump(ctx context.Context) {
 			ss.close(nil)
 			return
 		}
+		if p.x != nil {
+			p.x.Done() // out is in the writer: hooks may recycle their buffers
+		}
 		if len(ss.pending) == 0 {
 			if err := ss.cw.Flush(); err != nil {
 				ss.close(nil)
@@ -482,5 +495,6 @@ func (ss *session) responseHooks(ctx context.Context, p pending, frame []byte) (
 	if !p.x.ResponseModified() {
 		return nil, nil
 	}
-	return appendResponseFrame(nil, p.corr, kresp), nil
+	ss.respScratch = appendResponseFrame(ss.respScratch[:0], p.corr, kresp)
+	return ss.respScratch, nil
 }

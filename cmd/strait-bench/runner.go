@@ -66,11 +66,11 @@ type snapshot struct {
 func takeSnapshot(m *meter, t tree) (snapshot, error) {
 	s := snapshot{at: time.Now(), records: m.records.Load(), byts: m.bytes.Load(), cpu: map[string]time.Duration{}}
 	for name, pid := range t.procs {
-		t, err := cpuTime(pid)
+		used, err := cpuTime(pid)
 		if err != nil {
 			return s, fmt.Errorf("cpu of %s: %w", name, err)
 		}
-		s.cpu[name] = t
+		s.cpu[name] = used
 	}
 	var err error
 	if s.machineBusy, err = machineBusy(); err != nil {

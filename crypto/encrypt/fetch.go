@@ -18,6 +18,7 @@ import (
 func (e *engine) openFetch(ctx context.Context, x *interceptor.Exchange) error {
 	resp := x.Response.(*kmsg.FetchResponse)
 	changed := false
+	ar := newArena(x)
 	for ti := range resp.Topics {
 		t := &resp.Topics[ti]
 		name, nameErr := t.Topic, error(nil)
@@ -26,7 +27,7 @@ func (e *engine) openFetch(ctx context.Context, x *interceptor.Exchange) error {
 		}
 		for pi := range t.Partitions {
 			p := &t.Partitions[pi]
-			out, ch, err := e.openPartition(ctx, name, nameErr, p.RecordBatches)
+			out, ch, err := e.openPartition(ctx, ar, name, nameErr, p.RecordBatches)
 			if err != nil {
 				c, _ := code(err)
 				p.ErrorCode, p.RecordBatches = c, nil
@@ -51,12 +52,13 @@ func (e *engine) openFetch(ctx context.Context, x *interceptor.Exchange) error {
 func (e *engine) openShareFetch(ctx context.Context, x *interceptor.Exchange) error {
 	resp := x.Response.(*kmsg.ShareFetchResponse)
 	changed := false
+	ar := newArena(x)
 	for ti := range resp.Topics {
 		t := &resp.Topics[ti]
 		name, nameErr := e.resolve(ctx, t.TopicID)
 		for pi := range t.Partitions {
 			p := &t.Partitions[pi]
-			out, ch, err := e.openPartition(ctx, name, nameErr, p.Records)
+			out, ch, err := e.openPartition(ctx, ar, name, nameErr, p.Records)
 			if err != nil {
 				c, _ := code(err)
 				msg := "strait: " + err.Error()
@@ -87,7 +89,7 @@ func (e *engine) resolve(ctx context.Context, id [16]byte) (string, error) {
 // openPartition decrypts the records of one partition's batches. A topic
 // whose name could not be resolved fails only if it holds encrypted records:
 // the AAD binds the name, so they could not be opened.
-func (e *engine) openPartition(ctx context.Context, topic string, nameErr error, batches []byte) ([]byte, bool, error) {
+func (e *engine) openPartition(ctx context.Context, ar *arena, topic string, nameErr error, batches []byte) ([]byte, bool, error) {
 	if len(batches) == 0 {
 		return batches, false, nil
 	}
@@ -104,7 +106,7 @@ func (e *engine) openPartition(ctx context.Context, topic string, nameErr error,
 		return arena[start:len(arena):len(arena)], nil
 	}
 	n := 0
-	out, changed, err := e.rw.Rewrite(nil, batches, func(rec *records.Record) (bool, error) {
+	out, changed, err := e.rw.Rewrite(ar.buf(), batches, func(rec *records.Record) (bool, error) {
 		parts, err := envelope.EncryptedParts(headers(rec.Headers))
 		if err == nil && parts == 0 {
 			return false, nil // not encrypted by Strait
@@ -158,7 +160,39 @@ func (e *engine) openPartition(ctx context.Context, topic string, nameErr error,
 		return nil, false, err
 	}
 	e.m.opened.Add(float64(n))
+	if changed {
+		out = ar.keep(out)
+	}
 	return out, changed, nil
+}
+
+// arena hands out a pooled buffer for the rewritten batches of one
+// exchange; the buffer goes back to the pool when the proxy is done with the
+// exchange.
+type arena struct {
+	x   *interceptor.Exchange
+	ref *[]byte
+	b   []byte
+}
+
+func newArena(x *interceptor.Exchange) *arena { return &arena{x: x} }
+
+// buf is where the next partition's batches are appended.
+func (a *arena) buf() []byte {
+	if a.ref == nil {
+		a.ref = getArena()
+		a.b = (*a.ref)[:0]
+		a.x.OnDone(func() { putArena(a.ref, a.b) })
+	}
+	return a.b
+}
+
+// keep records that out (dst with one partition appended) is in use and
+// returns that partition's bytes.
+func (a *arena) keep(out []byte) []byte {
+	start := len(a.b)
+	a.b = out
+	return out[start:len(out):len(out)]
 }
 
 // headers adapts record headers to what envelope.EncryptedParts reads.

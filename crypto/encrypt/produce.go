@@ -3,6 +3,7 @@ package encrypt
 import (
 	"context"
 	"fmt"
+	"sync"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -32,6 +33,10 @@ func (e *engine) sealProduce(ctx context.Context, x *interceptor.Exchange) error
 	req := x.Request.(*kmsg.ProduceRequest)
 	var fails []refused
 	changed := false
+	// The rewritten batches go into one pooled arena, returned once the
+	// proxy has written the answer (OnDone): no 1 MiB allocation per request.
+	var arena []byte
+	var arenaRef *[]byte
 	keptTopics := req.Topics[:0]
 	for _, t := range req.Topics {
 		name := t.Topic
@@ -53,9 +58,17 @@ func (e *engine) sealProduce(ctx context.Context, x *interceptor.Exchange) error
 			continue
 		}
 		changed = true
+		if arenaRef == nil {
+			arenaRef = getArena()
+			arena = (*arenaRef)[:0]
+			x.OnDone(func() { putArena(arenaRef, arena) })
+		}
 		kept := t.Partitions[:0]
 		for _, p := range t.Partitions {
-			out, err := e.sealRecords(ctx, r, name, p.Records)
+			start := len(arena)
+			var err error
+			arena, err = e.sealRecords(ctx, r, name, arena, p.Records)
+			out := arena[start:len(arena):len(arena)]
 			if err != nil {
 				c, isKMS := code(err)
 				if isKMS {
@@ -131,8 +144,8 @@ func addRefused(resp *kmsg.ProduceResponse, fails []refused) {
 	}
 }
 
-// sealRecords encrypts every record of one partition's batches.
-func (e *engine) sealRecords(ctx context.Context, r *rule, topic string, batches []byte) ([]byte, error) {
+// sealRecords appends to dst the batches with every record encrypted.
+func (e *engine) sealRecords(ctx context.Context, r *rule, topic string, dst, batches []byte) ([]byte, error) {
 	s := e.sealers[r.kms]
 	aad := e.aadTopic(r, topic)
 	// arena holds this record's ciphertexts: the records package reads what
@@ -149,7 +162,7 @@ func (e *engine) sealRecords(ctx context.Context, r *rule, topic string, batches
 	}
 	var valBuf []byte
 	n := 0
-	out, _, err := e.rwStrict.Rewrite(nil, batches, func(rec *records.Record) (bool, error) {
+	out, changed, err := e.rwStrict.Rewrite(dst, batches, func(rec *records.Record) (bool, error) {
 		if _, ok := rec.Header(envelope.HeaderKey); ok {
 			return false, errAlreadyEncrypted
 		}
@@ -183,14 +196,39 @@ func (e *engine) sealRecords(ctx context.Context, r *rule, topic string, batches
 		if got == 0 {
 			return false, nil
 		}
-		rec.SetHeader(envelope.HeaderKey, got.HeaderValue())
+		rec.SetHeader(envelope.HeaderKey, headerValues[got])
 		n++
 		return true, nil
 	})
 	if err != nil {
 		e.m.sealFail.Inc()
-		return nil, err
+		return dst, err
 	}
 	e.m.sealed.Add(float64(n))
+	if !changed { // nothing to encrypt (tombstones only): forward as is
+		return append(dst, batches...), nil
+	}
 	return out, nil
+}
+
+// headerValues are the strait.enc header values by parts, built once.
+var headerValues = func() (v [8][]byte) {
+	for p := range v {
+		v[p] = envelope.Parts(p).HeaderValue()
+	}
+	return v
+}()
+
+var arenas = sync.Pool{New: func() any { return new([]byte) }}
+
+func getArena() *[]byte { return arenas.Get().(*[]byte) }
+
+// putArena returns an arena to the pool, unless it grew past what is worth
+// keeping for every connection.
+func putArena(ref *[]byte, b []byte) {
+	if cap(b) > 16<<20 {
+		return
+	}
+	*ref = b[:0]
+	arenas.Put(ref)
 }
