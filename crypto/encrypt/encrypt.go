@@ -158,10 +158,27 @@ func newEngine(cfg Config, env Env) (*engine, error) {
 			return nil, fmt.Errorf("schema_registry: %w", err)
 		}
 	}
+	var localKeys map[string]bool // key ids in the local keyring, to check rules early
+	if cfg.KMS.Local != nil && env.Providers == nil {
+		infos, err := local.List(cfg.KMS.Local.Keyring)
+		if err != nil {
+			e.close()
+			return nil, fmt.Errorf("kms.local: %w", err)
+		}
+		localKeys = make(map[string]bool)
+		for _, k := range infos {
+			localKeys[k.ID] = true
+		}
+	}
 	for i, r := range cfg.Rules {
 		cr := &rule{Rule: r, kms: r.KMS}
 		if cr.kms == "" {
 			cr.kms = provs[0].Name()
+		}
+		if cr.kms == local.Name && localKeys != nil && !localKeys[r.KeyID] {
+			e.close()
+			return nil, fmt.Errorf("rules[%d].key_id: %q is not in the keyring %s (strait keys generate --keyring %s --key %s)",
+				i, r.KeyID, cfg.KMS.Local.Keyring, cfg.KMS.Local.Keyring, r.KeyID)
 		}
 		if _, ok := e.sealers[cr.kms]; !ok {
 			e.close()

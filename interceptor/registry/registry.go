@@ -103,10 +103,13 @@ func Build(cfg config.Config, log *slog.Logger, reg prometheus.Registerer) (*Set
 		}
 		built, err := ctor(ic.Config, Env{Logger: log.With("interceptor", ic.Name), Metrics: reg, Topics: set.Topics, Path: path + ".config"})
 		if err != nil {
-			if !strings.HasPrefix(err.Error(), path) {
-				err = fmt.Errorf("%s.config: %w", path, err)
+			// Every line of the error names its full path.
+			for _, line := range strings.Split(err.Error(), "\n") {
+				if !strings.HasPrefix(line, path) {
+					line = path + ".config." + line
+				}
+				errs = append(errs, line)
 			}
-			errs = append(errs, err.Error())
 			continue
 		}
 		set.List = append(set.List, built)
