@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
@@ -218,4 +219,24 @@ func writeSize(w *bufio.Writer, n int) error {
 		}
 	}
 	return nil
+}
+
+// Frames that a decoded request aliases are handed to its exchange and come
+// back here when the exchange is done, so that large produce requests do not
+// cost an allocation each.
+var framePool sync.Pool // of *[]byte
+
+func getFrame() []byte {
+	if bp, ok := framePool.Get().(*[]byte); ok {
+		return (*bp)[:0]
+	}
+	return nil // readFrame allocates
+}
+
+func putFrame(b []byte) {
+	if cap(b) == 0 || cap(b) > 16<<20 {
+		return
+	}
+	b = b[:0]
+	framePool.Put(&b)
 }

@@ -254,7 +254,11 @@ func (ss *session) read(ctx context.Context) {
 				return
 			}
 			p.x.Request = req
-			buf = nil // the decoded request aliases this frame: keep it
+			// The decoded request aliases this frame: the exchange owns it
+			// until done, and the next frame goes into another buffer.
+			owned := frame
+			p.x.OnDone(func() { putFrame(owned) })
+			buf = getFrame()
 			if err := s.chain.Request(ctx, p.x); err != nil {
 				ss.hookError(err)
 				return

@@ -69,7 +69,7 @@ func producerOpts(seeds []string, o options, linger time.Duration) []kgo.Opt {
 		kgo.SeedBrokers(seeds...),
 		kgo.DefaultProduceTopic(benchTopic),
 		kgo.ProducerLinger(linger),
-		kgo.ProducerBatchMaxBytes(1 << 20),
+		kgo.ProducerBatchMaxBytes(o.batchMaxBytes()),
 		kgo.ProducerBatchCompression(kgo.NoCompression()),
 		kgo.DisableIdempotentWrite(),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
@@ -179,4 +179,15 @@ func consumeMax(ctx context.Context, seeds []string, o options, m *meter) error 
 		m.add(n, b)
 	}
 	return nil
+}
+
+// batchMaxBytes is the producer's batch limit: 1 MiB, the broker's default
+// message.max.bytes, less room for the envelope that an encrypting Strait
+// adds to every record (about 110 bytes with the local keyring) when the
+// workload encrypts. The same limit is used direct and through Strait.
+func (o options) batchMaxBytes() int32 {
+	if o.encrypting {
+		return 1<<20 - 1<<20/int32(o.recordBytes)*160
+	}
+	return 1 << 20
 }

@@ -22,9 +22,12 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/strait-proxy/strait/crypto/kms/local"
 )
 
 type options struct {
+	encrypting       bool // the workload runs through an encrypting Strait
 	duration, warmup time.Duration
 	rounds           int
 	recordBytes      int
@@ -44,6 +47,9 @@ const (
 	wlProduce = "produce"
 	wlConsume = "consume"
 	wlLatency = "latency"
+	// wlEncrypt is produce through a Strait that encrypts every record
+	// value of the bench topic (local keyring), against the same load direct.
+	wlEncrypt = "encrypt"
 )
 
 func main() {
@@ -61,7 +67,7 @@ func main() {
 	flag.IntVar(&o.inflight, "inflight", 5, "produce requests in flight per broker")
 	flag.DurationVar(&o.linger, "linger", 5*time.Millisecond, "producer linger for the throughput runs (latency runs use 0)")
 	flag.Float64Var(&o.rate, "rate", 0, "records/s of the latency runs; 0: half the direct produce throughput")
-	flag.StringVar(&only, "only", "produce,consume,latency", "workloads to run")
+	flag.StringVar(&only, "only", "produce,consume,latency,encrypt", "workloads to run")
 	flag.BoolVar(&o.json, "json", false, "print the results as JSON instead of a table")
 	flag.StringVar(&o.jsonFile, "json-file", "", "also write the JSON results to this file")
 	flag.StringVar(&o.profileDir, "profile-dir", "", "run Strait in-process (this binary, same proxy code) and write a CPU profile per workload here")
@@ -135,6 +141,22 @@ func bench(o options) error {
 			return err
 		}
 	}
+	if o.only[wlEncrypt] {
+		cfg, cleanup, err := encryptConfig()
+		if err != nil {
+			return err
+		}
+		defer cleanup()
+		eo := o
+		eo.encrypting = true
+		runs, err := runWorkloadWith(eo, wlEncrypt, seeds, kf, 0, cfg, func(s []string) workload {
+			return func(ctx context.Context, m *meter) error { return produceMax(ctx, s, eo, m) }
+		})
+		if err != nil {
+			return err
+		}
+		rep.add(wlEncrypt, runs)
+	}
 	rep.finish()
 	if o.jsonFile != "" {
 		f, err := os.Create(o.jsonFile)
@@ -187,11 +209,16 @@ func runLatency(o options, seeds []string, kf *child, rep *report) error {
 // profile per workload) and runs the rounds, alternating direct and
 // through Strait.
 func runWorkload(o options, name string, seeds []string, kf *child, latCap int, mk func([]string) workload) ([]runResult, error) {
+	return runWorkloadWith(o, name, seeds, kf, latCap, "", mk)
+}
+
+// runWorkloadWith is runWorkload with a Strait config file (interceptors).
+func runWorkloadWith(o options, name string, seeds []string, kf *child, latCap int, config string, mk func([]string) workload) ([]runResult, error) {
 	profile := ""
 	if o.profileDir != "" {
 		profile = filepath.Join(o.profileDir, "strait-"+name+".pprof")
 	}
-	st, err := startStrait(o, seeds, profile)
+	st, err := startStrait(o, seeds, profile, config)
 	if err != nil {
 		return nil, err
 	}
@@ -240,4 +267,32 @@ func buildStrait() (string, error) {
 		return "", fmt.Errorf("build strait: %w", err)
 	}
 	return bin, nil
+}
+
+// encryptConfig writes a keyring and a Strait config that encrypts the whole
+// value of every record of the bench topic, and returns the config's path.
+func encryptConfig() (string, func(), error) {
+	dir, err := os.MkdirTemp("", "strait-bench-")
+	if err != nil {
+		return "", nil, err
+	}
+	cleanup := func() { os.RemoveAll(dir) }
+	keyring := filepath.Join(dir, "keys.json")
+	if err := local.Generate(keyring, "bench-kek"); err != nil {
+		cleanup()
+		return "", nil, err
+	}
+	cfg := fmt.Sprintf(`interceptors:
+  - name: encrypt
+    config:
+      kms: {local: {keyring: %q}}
+      rules:
+        - {topics: [%q], key_id: bench-kek}
+`, keyring, benchTopic)
+	path := filepath.Join(dir, "strait.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		cleanup()
+		return "", nil, err
+	}
+	return path, cleanup, nil
 }

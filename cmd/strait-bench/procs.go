@@ -119,7 +119,7 @@ type straitProc struct {
 // strait binary from STRAIT_BIN, exactly as users run it; with a profile
 // path it is this binary's in-process role instead (same proxy package and
 // interceptors), because the strait binary exposes no pprof endpoint.
-func startStrait(o options, upstream []string, profile string) (*straitProc, error) {
+func startStrait(o options, upstream []string, profile, config string) (*straitProc, error) {
 	base, err := freePortBase(12)
 	if err != nil {
 		return nil, err
@@ -128,6 +128,9 @@ func startStrait(o options, upstream []string, profile string) (*straitProc, err
 	admin := "127.0.0.1:" + strconv.Itoa(base+11)
 	args := []string{"run", "--upstream", strings.Join(upstream, ","), "--listen", listen,
 		"--broker-port-base", strconv.Itoa(base), "--admin-listen", admin, "--log-level", "error"}
+	if config != "" {
+		args = append(args, "--config", config)
+	}
 	bin := o.straitBin
 	if profile != "" {
 		if bin, err = os.Executable(); err != nil {

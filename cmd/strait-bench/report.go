@@ -13,8 +13,10 @@ import (
 
 // Targets from issue 3.
 const (
-	targetRatio      = 0.85 // through ÷ direct throughput, produce and consume
-	targetAddedP99Ms = 1.0  // added p99 produce latency at half the direct rate
+	targetRatio = 0.85 // through ÷ direct throughput, produce and consume
+	// targetEncryptRatio: produce through an encrypting Strait (issue 4).
+	targetEncryptRatio = 0.6
+	targetAddedP99Ms   = 1.0 // added p99 produce latency at half the direct rate
 
 	// noisyOtherCores: a run during which other processes kept more than
 	// this many of the machine's cores busy is flagged as noisy.
@@ -126,8 +128,12 @@ func (r *report) add(workload string, runs []runResult) {
 		s.Target = fmt.Sprintf("added p99 <= %.0f ms", targetAddedP99Ms)
 		s.Met = s.AddedP99Ms <= targetAddedP99Ms
 	} else {
-		s.Target = fmt.Sprintf("ratio >= %.2f", targetRatio)
-		s.Met = s.Ratio >= targetRatio
+		want := targetRatio
+		if workload == wlEncrypt {
+			want = targetEncryptRatio
+		}
+		s.Target = fmt.Sprintf("ratio >= %.2f", want)
+		s.Met = s.Ratio >= want
 	}
 	for _, run := range runs {
 		s.Noisy = s.Noisy || run.OtherCores > noisyOtherCores

@@ -60,10 +60,17 @@ func runStraitInProcess(args []string, cpuprofile string) error {
 	portBase := fs.Int("broker-port-base", 0, "")
 	admin := fs.String("admin-listen", "", "")
 	level := fs.String("log-level", "warn", "")
+	file := fs.String("config", "", "")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	cfg := config.Default()
+	if *file != "" {
+		var err error
+		if cfg, err = config.Load(*file); err != nil {
+			return err
+		}
+	}
 	cfg.Upstream.Bootstrap = strings.Split(*upstream, ",")
 	cfg.Listen.Bootstrap = *listen
 	cfg.Listen.BrokerPortBase = *portBase
