@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -14,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/strait-proxy/strait/internal/freeport"
 )
 
 // The bench is one process tree: this process runs the load generator, a
@@ -120,7 +121,7 @@ type straitProc struct {
 // path it is this binary's in-process role instead (same proxy package and
 // interceptors), because the strait binary exposes no pprof endpoint.
 func startStrait(o options, upstream []string, profile, config string) (*straitProc, error) {
-	base, err := freePortBase(12)
+	base, err := freeport.Base(12)
 	if err != nil {
 		return nil, err
 	}
@@ -171,29 +172,4 @@ func waitReady(url string, timeout time.Duration) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-}
-
-// freePortBase finds p such that p..p+n-1 are free on 127.0.0.1 now. Strait
-// serves node n on base+n, so it needs a contiguous range.
-func freePortBase(n int) (int, error) {
-	for range 200 {
-		base := 20000 + int(time.Now().UnixNano()%40000)
-		var lns []net.Listener
-		ok := true
-		for i := range n {
-			ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(base+i))
-			if err != nil {
-				ok = false
-				break
-			}
-			lns = append(lns, ln)
-		}
-		for _, ln := range lns {
-			ln.Close()
-		}
-		if ok {
-			return base, nil
-		}
-	}
-	return 0, errors.New("no free port range on 127.0.0.1")
 }

@@ -25,6 +25,8 @@ import (
 	"github.com/strait-proxy/strait/interceptor"
 	"github.com/strait-proxy/strait/metadata"
 	"github.com/strait-proxy/strait/proxy"
+
+	"github.com/strait-proxy/strait/internal/freeport"
 )
 
 func main() {
@@ -200,7 +202,7 @@ func headerNames(r *kgo.Record) string {
 // startStrait runs an in-process Strait with a port-mapped listener on
 // 127.0.0.1 and waits until it is ready.
 func startStrait(ctx context.Context, upstream []string, ics []*interceptor.Interceptor, topics *metadata.TopicNames) (*proxy.Server, func(), error) {
-	base, err := freePortBase(11)
+	base, err := freeport.Base(11)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -238,28 +240,6 @@ func portBase(s *proxy.Server) int {
 	_, p, _ := net.SplitHostPort(s.Addr())
 	n, _ := strconv.Atoi(p)
 	return n - 10
-}
-
-func freePortBase(n int) (int, error) {
-	for base := 29000; base < 60000; base += 100 {
-		ok := true
-		var lns []net.Listener
-		for i := range n {
-			ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(base+i))
-			if err != nil {
-				ok = false
-				break
-			}
-			lns = append(lns, ln)
-		}
-		for _, ln := range lns {
-			ln.Close()
-		}
-		if ok {
-			return base, nil
-		}
-	}
-	return 0, fmt.Errorf("no free port range")
 }
 
 func brokers(ctx context.Context, seed string) ([]kmsg.MetadataResponseBroker, error) {

@@ -4,8 +4,8 @@ import (
 	"fmt"
 	"path"
 	"strings"
-	"time"
 
+	"github.com/strait-proxy/strait/config"
 	"github.com/strait-proxy/strait/crypto/kms/awskms"
 	"github.com/strait-proxy/strait/crypto/kms/pkcs11"
 	"github.com/strait-proxy/strait/crypto/kms/vaulttransit"
@@ -114,14 +114,7 @@ type Schema struct {
 }
 
 // Duration is a time.Duration written as "10s" in YAML.
-type Duration time.Duration
-
-// UnmarshalText parses a Go duration.
-func (d *Duration) UnmarshalText(b []byte) error {
-	v, err := time.ParseDuration(string(b))
-	*d = Duration(v)
-	return err
-}
+type Duration = config.Duration
 
 func (c *Config) providers() []string {
 	var out []string

@@ -6,8 +6,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
-	"net"
 	"os"
 	"strconv"
 	"testing"
@@ -19,6 +17,8 @@ import (
 	"github.com/strait-proxy/strait/config"
 	"github.com/strait-proxy/strait/interceptor"
 	"github.com/strait-proxy/strait/proxy"
+
+	"github.com/strait-proxy/strait/internal/freeport"
 )
 
 // Cluster starts a kfake cluster (3 brokers unless opts say otherwise) and
@@ -37,27 +37,9 @@ func Cluster(t testing.TB, opts ...kfake.Opt) *kfake.Cluster {
 // right now.
 func FreePortBase(t testing.TB, n int) int {
 	t.Helper()
-	for range 200 {
-		base := 20000 + rand.IntN(40000)
-		ok := true
-		var lns []net.Listener
-		for i := range n {
-			ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(base+i))
-			if err != nil {
-				ok = false
-				break
-			}
-			lns = append(lns, ln)
-		}
-		for _, ln := range lns {
-			ln.Close()
-		}
-		if ok {
-			return base
-		}
-	}
-	t.Fatal("no free port range")
-	return 0
+	base, err := freeport.Base(n)
+	Must(t, err, "free ports")
+	return base
 }
 
 // Strait is a running in-process Strait.

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -22,6 +21,8 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/strait-proxy/strait/internal/freeport"
 )
 
 var (
@@ -151,31 +152,11 @@ func freePort(t testing.TB) int {
 // freePortRange returns base such that base..base+n-1 are all free.
 func freePortRange(t testing.TB, n int) int {
 	t.Helper()
-	portMu.Lock()
-	defer portMu.Unlock()
-	for try := 0; try < 200; try++ {
-		// Stay below the usual ephemeral range (32768+) so that the kernel
-		// does not hand these ports to outgoing connections meanwhile.
-		base := 20000 + rand.IntN(12000)
-		var lns []net.Listener
-		ok := true
-		for i := 0; i < n; i++ {
-			ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(base+i))
-			if err != nil {
-				ok = false
-				break
-			}
-			lns = append(lns, ln)
-		}
-		for _, ln := range lns {
-			ln.Close()
-		}
-		if ok {
-			return base
-		}
+	base, err := freeport.Base(n)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("no range of %d free ports found", n)
-	return 0
+	return base
 }
 
 // ---------------------------------------------------------------- kfake
