@@ -21,6 +21,7 @@ type Metrics struct {
 	respBytes    [numKeys]prometheus.Counter
 	latency      [numKeys]prometheus.Observer
 	localAnswers [numKeys]prometheus.Counter
+	spliced      [2]prometheus.Counter // request, response
 }
 
 // NewMetrics registers the proxy metrics on reg.
@@ -59,6 +60,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	local := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "strait_local_responses_total", Help: "Requests answered by Strait itself (ApiVersions, interceptor short-circuits), by API.",
 	}, []string{"api"})
+	spliced := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "strait_spliced_frames_total", Help: "Large frames no interceptor decodes, forwarded socket to socket with splice(2), by direction.",
+	}, []string{"direction"})
+	m.spliced[0], m.spliced[1] = spliced.WithLabelValues("request"), spliced.WithLabelValues("response")
 	for k := range int16(numKeys) {
 		name := kmsg.NameForKey(k)
 		if name == "Unknown" || name == "" {
@@ -70,7 +75,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.latency[k] = latency.WithLabelValues(name)
 		m.localAnswers[k] = local.WithLabelValues(name)
 	}
-	reg.MustRegister(m.connsTotal, m.connsActive, m.connErrors, m.dialErrors, m.ready, m.listeners, requests, bytes, latency, local)
+	reg.MustRegister(m.connsTotal, m.connsActive, m.connErrors, m.dialErrors, m.ready, m.listeners, requests, bytes, latency, local, spliced)
 	return m
 }
 

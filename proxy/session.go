@@ -195,27 +195,27 @@ func (ss *session) read(ctx context.Context) {
 			}
 			_ = ss.client.SetReadDeadline(time.Now().Add(idle))
 		}
+		if done, err := ss.spliceRequest(); err != nil {
+			ss.fail("upstream_write", err)
+			return
+		} else if done {
+			continue
+		}
 		frame, err := readFrame(ss.cr, buf, s.cfg.Limits.MaxFrameBytes, minRequestFrame)
 		buf = frame
 		if err != nil {
 			ss.readError(err)
 			return
 		}
-		ss.bytesIn.Add(int64(len(frame) + 4))
 		vt := s.vt.Load()
 		h, err := parseReqHeader(frame, vt)
 		if err != nil {
+			ss.bytesIn.Add(int64(len(frame) + 4))
 			ss.fail("malformed", err)
 			return
 		}
+		ss.account(h, len(frame))
 		k := apiIndex(h.key)
-		s.metrics.requests[k].Inc()
-		s.metrics.reqBytes[k].Add(float64(len(frame) + 4))
-		ss.requests.Add(1)
-		if !bytes.Equal(h.clientID, ss.lastID) {
-			ss.lastID = append(ss.lastID[:0], h.clientID...)
-			ss.ic.SetClientID(string(h.clientID))
-		}
 
 		if h.key == 18 { // ApiVersions: always Strait's own answer
 			local, err := s.answerApiVersions(ctx, h)
@@ -423,6 +423,15 @@ func (ss *session) pump(ctx context.Context) {
 			ss.respScratch = appendResponseFrame(ss.respScratch[:0], p.corr, p.x.Response)
 			out = ss.respScratch
 		default:
+			if n, err := ss.spliceResponse(p); err != nil {
+				ss.fail("upstream_read", err)
+				return
+			} else if n > 0 {
+				s.metrics.latency[k].Observe(time.Since(p.start).Seconds())
+				s.metrics.respBytes[k].Add(float64(n))
+				ss.bytesOut.Add(int64(n))
+				continue
+			}
 			frame, err := readFrame(p.up.r, buf, s.cfg.Limits.MaxFrameBytes, minResponseFrame)
 			buf = frame
 			if err != nil {
@@ -502,3 +511,20 @@ func (ss *session) responseHooks(ctx context.Context, p pending, frame []byte) (
 	ss.respScratch = appendResponseFrame(ss.respScratch[:0], p.corr, kresp)
 	return ss.respScratch, nil
 }
+
+// account counts one request of n bytes (without its size prefix) and
+// follows the client id.
+func (ss *session) account(h reqHeader, n int) {
+	m := ss.srv.metrics
+	k := apiIndex(h.key)
+	m.requests[k].Inc()
+	m.reqBytes[k].Add(float64(n + 4))
+	ss.bytesIn.Add(int64(n + 4))
+	ss.requests.Add(1)
+	if !bytes.Equal(h.clientID, ss.lastID) {
+		ss.lastID = append(ss.lastID[:0], h.clientID...)
+		ss.ic.SetClientID(string(h.clientID))
+	}
+}
+
+func apiName(key int16) string { return kmsg.NameForKey(key) }
