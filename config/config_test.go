@@ -92,7 +92,7 @@ func TestValidate(t *testing.T) {
 		{"both modes", func(c *Config) {
 			c.SNI.Listen, c.SNI.HostTemplate = ":9443", "b{node}.x.y"
 			c.Listen.TLS.CertFile, c.Listen.TLS.KeyFile = "/etc/hostname", "/etc/hostname"
-		}, "choose one mode"},
+		}, ""},
 		{"nothing to listen on", func(c *Config) { c.Listen.Bootstrap = "" }, "listen.bootstrap"},
 		{"tiny frames", func(c *Config) { c.Limits.MaxFrameBytes = 10 }, "limits.max_frame_bytes"},
 		{"log level", func(c *Config) { c.Log.Level = "loud" }, "log.level"},

@@ -100,11 +100,6 @@ func (c *Config) Validate() error {
 
 	if c.SNI.Listen != "" {
 		hostPort("sni.listen", c.SNI.Listen)
-		if c.Listen.Bootstrap != "" {
-			// Metadata is rewritten per process, not per listener: one
-			// Strait advertises either mapped ports or SNI names.
-			add("sni.listen", "choose one mode per Strait: port mapping (listen.bootstrap) or SNI (sni.listen), not both")
-		}
 		if !strings.Contains(c.SNI.HostTemplate, "{node}") {
 			add("sni.host_template", "must contain {node}, e.g. b{node}.strait.example.com (flag --sni-host-template)")
 		} else if _, _, ok := strings.Cut(c.SNI.HostTemplate, "."); !ok {

@@ -19,7 +19,7 @@ func (r *rewriter) produce(_ context.Context, x *interceptor.Exchange) error {
 	changed := false
 	for i := range resp.Brokers {
 		b := &resp.Brokers[i]
-		c, err := r.rewrite("Produce", b.NodeID, &b.Host, &b.Port)
+		c, err := r.rewrite(x.Conn, "Produce", b.NodeID, &b.Host, &b.Port)
 		if err != nil {
 			return err
 		}

@@ -21,7 +21,7 @@ func (r *rewriter) fetch(_ context.Context, x *interceptor.Exchange) error {
 	changed := false
 	for i := range resp.Brokers {
 		b := &resp.Brokers[i]
-		c, err := r.rewrite("Fetch", b.NodeID, &b.Host, &b.Port)
+		c, err := r.rewrite(x.Conn, "Fetch", b.NodeID, &b.Host, &b.Port)
 		if err != nil {
 			return err
 		}

@@ -22,7 +22,7 @@ func (r *rewriter) metadata(_ context.Context, x *interceptor.Exchange) error {
 	changed := false
 	for i := range resp.Brokers {
 		b := &resp.Brokers[i]
-		c, err := r.rewrite("Metadata", b.NodeID, &b.Host, &b.Port)
+		c, err := r.rewrite(x.Conn, "Metadata", b.NodeID, &b.Host, &b.Port)
 		if err != nil {
 			return err
 		}

@@ -21,7 +21,7 @@ func (r *rewriter) findCoordinator(_ context.Context, x *interceptor.Exchange) e
 		if resp.ErrorCode != 0 || resp.NodeID < 0 {
 			return nil
 		}
-		c, err := r.rewrite("FindCoordinator", resp.NodeID, &resp.Host, &resp.Port)
+		c, err := r.rewrite(x.Conn, "FindCoordinator", resp.NodeID, &resp.Host, &resp.Port)
 		if err != nil {
 			return err
 		}
@@ -33,7 +33,7 @@ func (r *rewriter) findCoordinator(_ context.Context, x *interceptor.Exchange) e
 		if co.ErrorCode != 0 || co.NodeID < 0 {
 			continue
 		}
-		c, err := r.rewrite("FindCoordinator", co.NodeID, &co.Host, &co.Port)
+		c, err := r.rewrite(x.Conn, "FindCoordinator", co.NodeID, &co.Host, &co.Port)
 		if err != nil {
 			return err
 		}

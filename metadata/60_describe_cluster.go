@@ -31,7 +31,7 @@ func (r *rewriter) describeCluster(_ context.Context, x *interceptor.Exchange) e
 	changed := false
 	for i := range resp.Brokers {
 		b := &resp.Brokers[i]
-		c, err := r.rewrite("DescribeCluster", b.NodeID, &b.Host, &b.Port)
+		c, err := r.rewrite(x.Conn, "DescribeCluster", b.NodeID, &b.Host, &b.Port)
 		if err != nil {
 			return err
 		}

@@ -18,7 +18,7 @@ func (r *rewriter) shareFetch(_ context.Context, x *interceptor.Exchange) error 
 	changed := false
 	for i := range resp.NodeEndpoints {
 		b := &resp.NodeEndpoints[i]
-		c, err := r.rewrite("ShareFetch", b.NodeID, &b.Host, &b.Port)
+		c, err := r.rewrite(x.Conn, "ShareFetch", b.NodeID, &b.Host, &b.Port)
 		if err != nil {
 			return err
 		}
@@ -37,7 +37,7 @@ func (r *rewriter) shareAcknowledge(_ context.Context, x *interceptor.Exchange) 
 	changed := false
 	for i := range resp.NodeEndpoints {
 		b := &resp.NodeEndpoints[i]
-		c, err := r.rewrite("ShareAcknowledge", b.NodeID, &b.Host, &b.Port)
+		c, err := r.rewrite(x.Conn, "ShareAcknowledge", b.NodeID, &b.Host, &b.Port)
 		if err != nil {
 			return err
 		}

@@ -14,7 +14,7 @@ import (
 // like a proxy whose listeners are all open already.
 type benchMapper struct{}
 
-func (benchMapper) Advertise(nodeID int32, _ string, _ int32) (string, int32, error) {
+func (benchMapper) Advertise(_ *interceptor.Conn, nodeID int32, _ string, _ int32) (string, int32, error) {
 	return advHost, advPortBase + nodeID, nil
 }
 

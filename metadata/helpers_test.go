@@ -39,7 +39,7 @@ type fakeMapper struct {
 	calls []advertiseCall
 }
 
-func (m *fakeMapper) Advertise(nodeID int32, host string, port int32) (string, int32, error) {
+func (m *fakeMapper) Advertise(_ *interceptor.Conn, nodeID int32, host string, port int32) (string, int32, error) {
 	m.mu.Lock()
 	m.calls = append(m.calls, advertiseCall{nodeID, host, port})
 	m.mu.Unlock()

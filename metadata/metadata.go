@@ -37,9 +37,11 @@ const Name = "metadata"
 // host/port.
 //
 // Advertise is called for every address of every hooked response, so it must
-// be cheap and safe for concurrent use.
+// be cheap and safe for concurrent use. c is the client connection the
+// response goes to (nil outside a connection): the address a client is given
+// depends on how it reached Strait (a mapped port or the SNI listener).
 type Mapper interface {
-	Advertise(nodeID int32, host string, port int32) (advHost string, advPort int32, err error)
+	Advertise(c *interceptor.Conn, nodeID int32, host string, port int32) (advHost string, advPort int32, err error)
 }
 
 // New returns the "metadata" interceptor. m must not be nil. topics may be
@@ -67,8 +69,8 @@ type rewriter struct {
 }
 
 // rewrite replaces one address in place and reports whether it changed.
-func (r *rewriter) rewrite(api string, nodeID int32, host *string, port *int32) (bool, error) {
-	h, p, err := r.m.Advertise(nodeID, *host, *port)
+func (r *rewriter) rewrite(c *interceptor.Conn, api string, nodeID int32, host *string, port *int32) (bool, error) {
+	h, p, err := r.m.Advertise(c, nodeID, *host, *port)
 	if err != nil {
 		return false, fmt.Errorf("rewrite %s broker %d: %w", api, nodeID, err)
 	}

@@ -100,7 +100,7 @@ func (s *Server) refresh(ctx context.Context, cl *kgo.Client) error {
 	present := make(map[int32]bool, len(mdr.Brokers))
 	for _, b := range mdr.Brokers {
 		present[b.NodeID] = true
-		if _, _, err := s.Advertise(b.NodeID, b.Host, b.Port); err != nil {
+		if _, _, err := s.Advertise(nil, b.NodeID, b.Host, b.Port); err != nil {
 			return err
 		}
 	}

@@ -256,9 +256,11 @@ func (s *Server) serve(ln net.Listener, name string, node int32, sni bool) {
 }
 
 // Advertise implements metadata.Mapper: it records where node id lives
-// upstream and returns the address clients are given, opening the node's
-// listener on first sight.
-func (s *Server) Advertise(node int32, host string, port int32) (string, int32, error) {
+// upstream and returns the address the client on c is given: the node's SNI
+// name for clients of the SNI listener, its mapped port otherwise. In port
+// mode it opens the node's listener on first sight (also when c is nil: the
+// cluster watcher's own metadata).
+func (s *Server) Advertise(c *interceptor.Conn, node int32, host string, port int32) (string, int32, error) {
 	if node < 0 {
 		return "", 0, fmt.Errorf("broker with negative node id %d", node)
 	}
@@ -266,30 +268,44 @@ func (s *Server) Advertise(node int32, host string, port int32) (string, int32, 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.upstreams[node] = up
-	if s.cfg.SNI.Listen != "" && s.cfg.Listen.Bootstrap == "" {
+	portMode := s.cfg.Listen.Bootstrap != ""
+	var b *brokerListener
+	if portMode {
+		var err error
+		if b, err = s.brokerListener(node, up); err != nil {
+			return "", 0, err
+		}
+	}
+	if s.cfg.SNI.Listen != "" && (!portMode || c != nil && c.Listener == "sni") {
 		return s.cfg.SNI.SNIHost(node), s.sniPort, nil
 	}
+	return s.advHost, int32(b.port), nil
+}
+
+// brokerListener returns node's listener, opening it if needed. s.mu held.
+func (s *Server) brokerListener(node int32, up string) (*brokerListener, error) {
 	b := s.brokers[node]
-	if b == nil && !s.closing {
+	if b == nil {
+		if s.closing {
+			return nil, errors.New("shutting down")
+		}
 		port := s.cfg.Listen.BrokerPort(node)
 		if port <= 0 || port > 65535 {
-			return "", 0, fmt.Errorf("broker %d: listener port %d out of range (broker_port_base %d + node id); set listen.broker_ports.%d", node, port, s.cfg.Listen.BrokerPortBase, node)
+			return nil, fmt.Errorf("broker %d: listener port %d out of range (broker_port_base %d + node id); set listen.broker_ports.%d", node, port, s.cfg.Listen.BrokerPortBase, node)
 		}
 		h, _, _ := net.SplitHostPort(s.cfg.Listen.Bootstrap)
 		ln, err := net.Listen("tcp", net.JoinHostPort(h, strconv.Itoa(port)))
 		if err != nil {
-			return "", 0, fmt.Errorf("open listener for broker %d: %w", node, err)
+			return nil, fmt.Errorf("open listener for broker %d: %w", node, err)
 		}
 		b = &brokerListener{ln: ln, port: port}
 		s.brokers[node] = b
 		s.metrics.listeners.Inc()
 		s.serve(ln, "broker-"+strconv.Itoa(int(node)), node, false)
 		s.log.Info("broker listener opened", "node", node, "addr", ln.Addr().String(), "upstream", up)
-	} else if b == nil {
-		return "", 0, errors.New("shutting down")
 	}
 	b.gone = false
-	return s.advHost, int32(b.port), nil
+	return b, nil
 }
 
 // upstreamAddr is where node lives; the bootstrap route (-1) rotates over
