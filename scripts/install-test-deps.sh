@@ -12,6 +12,7 @@ APT_PKGS=(
   kcat
   python3-confluent-kafka
   python3-kafka
+  python3-cryptography
   haproxy
   softhsm2
   krb5-kdc
