@@ -153,43 +153,10 @@ func IsEnvelope(b []byte) bool {
 // Parse splits an envelope into its parts without decrypting it. Callers can
 // use it to check the key id or provider before opening.
 func Parse(b []byte) (Envelope, error) {
-	var e Envelope
-	if len(b) < 3 {
-		return e, fmt.Errorf("%w: %d bytes is too short for an envelope", ErrTampered, len(b))
+	e, p, err := parseKeyPart(b)
+	if err != nil {
+		return e, err
 	}
-	if b[0]&magicMask != magicValue {
-		return e, fmt.Errorf("%w: first byte 0x%02x is not an envelope", ErrTampered, b[0])
-	}
-	if b[0] != Version1 {
-		return e, fmt.Errorf("%w: envelope version 0x%02x (written by a newer Strait, or corrupt)", ErrUnsupported, b[0])
-	}
-	e.Version = b[0]
-	flags := b[1]
-	if flags&flagsReserved != 0 {
-		return e, fmt.Errorf("%w: reserved flags 0x%02x set", ErrUnsupported, flags&flagsReserved)
-	}
-	e.Kind = Kind(flags & flagKindMask)
-	if e.Kind == 0 {
-		return e, fmt.Errorf("%w: provider kind 0", ErrUnsupported)
-	}
-	e.TopicBound = flags&flagTopic != 0
-	e.wrappedFrom = 2
-	p := 2
-	klen := int(b[p])
-	p++
-	if klen == 0 || len(b)-p < klen {
-		return e, fmt.Errorf("%w: bad key id length %d", ErrTampered, klen)
-	}
-	e.KeyID = b[p : p+klen]
-	p += klen
-	wlen, n := uvarint(b[p:])
-	if n <= 0 || wlen == 0 || wlen > MaxWrappedLen || uint64(len(b)-p-n) < wlen {
-		return e, fmt.Errorf("%w: bad wrapped key length", ErrTampered)
-	}
-	p += n
-	e.Wrapped = b[p : p+int(wlen)]
-	p += int(wlen)
-	e.wrappedEnd = p
 	ctr, n := uvarint(b[p:])
 	if n <= 0 {
 		return e, fmt.Errorf("%w: bad nonce counter", ErrTampered)
@@ -204,7 +171,111 @@ func Parse(b []byte) (Envelope, error) {
 	return e, nil
 }
 
-// uvarint decodes a minimal (canonical) LEB128 uvarint; n <= 0 on error.
+// parseKeyPart parses a version-1 envelope up to and including the wrapped
+// DEK (which is also the whole of a key reference) and returns where it ends.
+func parseKeyPart(b []byte) (Envelope, int, error) {
+	var e Envelope
+	if len(b) < 3 {
+		return e, 0, fmt.Errorf("%w: %d bytes is too short for an envelope", ErrTampered, len(b))
+	}
+	if b[0]&magicMask != magicValue {
+		return e, 0, fmt.Errorf("%w: first byte 0x%02x is not an envelope", ErrTampered, b[0])
+	}
+	if b[0] != Version1 {
+		return e, 0, fmt.Errorf("%w: envelope version 0x%02x (written by a newer Strait, or corrupt)", ErrUnsupported, b[0])
+	}
+	e.Version = b[0]
+	flags := b[1]
+	if flags&flagsReserved != 0 {
+		return e, 0, fmt.Errorf("%w: reserved flags 0x%02x set", ErrUnsupported, flags&flagsReserved)
+	}
+	e.Kind = Kind(flags & flagKindMask)
+	if e.Kind == 0 {
+		return e, 0, fmt.Errorf("%w: provider kind 0", ErrUnsupported)
+	}
+	e.TopicBound = flags&flagTopic != 0
+	e.wrappedFrom = 2
+	p := 2
+	klen := int(b[p])
+	p++
+	if klen == 0 || len(b)-p < klen {
+		return e, 0, fmt.Errorf("%w: bad key id length %d", ErrTampered, klen)
+	}
+	e.KeyID = b[p : p+klen]
+	p += klen
+	wlen, n := uvarint(b[p:])
+	if n <= 0 || wlen == 0 || wlen > MaxWrappedLen || uint64(len(b)-p-n) < wlen {
+		return e, 0, fmt.Errorf("%w: bad wrapped key length", ErrTampered)
+	}
+	p += n
+	e.Wrapped = b[p : p+int(wlen)]
+	p += int(wlen)
+	e.wrappedEnd = p
+	return e, p, nil
+}
+
+// Version2 is the first byte of a detached envelope: the data key is not in
+// the envelope but in a key reference stored once per record (the
+// KeyRefHeader record header), so that the fields of one record share one
+// wrapped DEK instead of each carrying it.
+//
+//	detached envelope = 0xE2 | uvarint(nonce counter) | ciphertext | tag(16)
+//	key reference     = a version-1 envelope up to and including the wrapped
+//	                    DEK: 0xE1 | flags | key id length | key id |
+//	                    uvarint(wrapped DEK length) | wrapped DEK
+//	nonce             = 00 00 00 00 | counter as uint64 big-endian
+//	AAD               = key reference | 0xE2 | uvarint(counter) |
+//	                    [uvarint(len(topic)) | topic, if the reference's
+//	                    topic-bound flag is set] | uvarint(len(path)) | path
+const Version2 = 0xE2
+
+// KeyRef is a parsed key reference.
+type KeyRef struct {
+	Envelope // Version, Kind, TopicBound, KeyID, Wrapped; no counter or ciphertext
+	raw      []byte
+}
+
+// ParseKeyRef parses a key reference: exactly the key part of a version-1
+// envelope, nothing after it.
+func ParseKeyRef(b []byte) (KeyRef, error) {
+	e, p, err := parseKeyPart(b)
+	if err != nil {
+		return KeyRef{}, err
+	}
+	if p != len(b) {
+		return KeyRef{}, fmt.Errorf("%w: %d bytes after the key reference", ErrTampered, len(b)-p)
+	}
+	return KeyRef{Envelope: e, raw: b}, nil
+}
+
+// Detached is a parsed detached envelope.
+type Detached struct {
+	Counter    uint64
+	Header     []byte // 0xE2 and the counter (part of the AAD)
+	Ciphertext []byte // ciphertext || tag
+}
+
+// ParseDetached parses a detached envelope.
+func ParseDetached(b []byte) (Detached, error) {
+	var d Detached
+	if len(b) < 2 || b[0] != Version2 {
+		return d, fmt.Errorf("%w: not a detached envelope", ErrTampered)
+	}
+	ctr, n := uvarint(b[1:])
+	if n <= 0 {
+		return d, fmt.Errorf("%w: bad nonce counter", ErrTampered)
+	}
+	p := 1 + n
+	if len(b)-p < TagSize {
+		return d, fmt.Errorf("%w: ciphertext shorter than the tag", ErrTampered)
+	}
+	d.Counter, d.Header, d.Ciphertext = ctr, b[:p], b[p:]
+	return d, nil
+}
+
+// DetachedOverhead is the size a detached envelope adds to its plaintext.
+func DetachedOverhead(counter uint64) int { return 1 + uvarintLen(counter) + TagSize }
+
 func uvarint(b []byte) (uint64, int) {
 	v, n := binary.Uvarint(b)
 	if n <= 0 {

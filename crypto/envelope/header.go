@@ -12,6 +12,11 @@ import (
 // need it: the field rule says which fields hold envelopes.
 const HeaderKey = "strait.enc"
 
+// KeyRefHeader is the record header that holds the key reference of the
+// detached envelopes (Version2) in the record's fields: the wrapped data key,
+// once per record instead of once per field.
+const KeyRefHeader = "strait.key"
+
 // Parts says which parts of a record are envelopes.
 type Parts uint8
 

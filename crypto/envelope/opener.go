@@ -95,6 +95,40 @@ func (o *Opener) Open(ctx context.Context, dst, env []byte, aad AAD) ([]byte, er
 	return out, nil
 }
 
+// OpenDetached opens a detached envelope (Version2) with the key reference
+// stored beside it.
+func (o *Opener) OpenDetached(ctx context.Context, dst, ref, env []byte, aad AAD) ([]byte, error) {
+	k, err := ParseKeyRef(ref)
+	if err != nil {
+		return dst, err
+	}
+	d, err := ParseDetached(env)
+	if err != nil {
+		return dst, err
+	}
+	c := o.caches[k.Kind]
+	if c == nil {
+		return dst, fmt.Errorf("%w: kind %s", ErrNoProvider, k.Kind)
+	}
+	aead, err := c.get(ctx, ref[k.wrappedFrom:k.wrappedEnd], k.KeyID, k.Wrapped, o.opts)
+	if err != nil {
+		return dst, err
+	}
+	sc := scratchPool.Get().(*scratch)
+	defer func() {
+		if cap(sc.aad) <= 64<<10 {
+			scratchPool.Put(sc)
+		}
+	}()
+	sc.nonce = nonceFor(d.Counter)
+	sc.aad = appendContext(append(append(sc.aad[:0], ref...), d.Header...), k.TopicBound, aad)
+	out, err := aead.Open(dst, sc.nonce[:], d.Ciphertext, sc.aad)
+	if err != nil {
+		return dst, fmt.Errorf("%w: authentication failed for key %q, path %q (detached)", ErrTampered, k.KeyID, aad.Path)
+	}
+	return out, nil
+}
+
 func openWith(aead cipher.AEAD, dst []byte, e *Envelope, aad AAD) ([]byte, error) {
 	sc := scratchPool.Get().(*scratch)
 	defer func() {

@@ -309,3 +309,59 @@ func appendUvarint(dst []byte, v uint64) []byte {
 	}
 	return append(dst, byte(v))
 }
+
+// DataKey pins the current data key of one KEK so that several values (the
+// fields of one record) are sealed under it as detached envelopes, and its
+// key reference is stored once (see Version2).
+type DataKey struct {
+	d     *dek
+	bound bool
+}
+
+// DataKey returns the current data key for keyID, generating or rotating it
+// as Seal would. bindTopic says whether its envelopes bind the topic.
+func (s *Sealer) DataKey(ctx context.Context, keyID string, bindTopic bool) (DataKey, error) {
+	sl := s.slot(keyID)
+	d := sl.cur.Load()
+	if !d.usable() {
+		var err error
+		if d, err = s.refresh(ctx, sl, keyID, d); err != nil {
+			return DataKey{}, err
+		}
+	}
+	return DataKey{d: d, bound: bindTopic && !s.opts.NoTopicBinding}, nil
+}
+
+// Ref is the key reference to store with the record.
+func (k DataKey) Ref() []byte {
+	if k.bound {
+		return k.d.prefixT
+	}
+	return k.d.prefix
+}
+
+// Seal appends a detached envelope of plaintext. A record's few seals may take
+// the key a little past MaxUses (the rotation policy); the nonce bound,
+// MaxDEKUses, is never passed.
+func (k DataKey) Seal(dst []byte, aad AAD, plaintext []byte) ([]byte, error) {
+	n := k.d.next.Add(1) - 1
+	if n >= MaxDEKUses {
+		return dst, fmt.Errorf("envelope: data key used %d times: %w", n, kms.ErrUnavailable)
+	}
+	return k.d.sealDetached(dst, n, k.Ref(), aad, k.bound, plaintext), nil
+}
+
+// sealDetached appends the detached envelope for nonce counter n.
+func (d *dek) sealDetached(dst []byte, n uint64, ref []byte, aad AAD, topicBound bool, plaintext []byte) []byte {
+	start := len(dst)
+	dst = append(dst, Version2)
+	dst = appendUvarint(dst, n)
+	sc := scratchPool.Get().(*scratch)
+	sc.nonce = nonceFor(n)
+	sc.aad = appendContext(append(append(sc.aad[:0], ref...), dst[start:]...), topicBound, aad)
+	dst = d.aead.Seal(dst, sc.nonce[:], plaintext, sc.aad)
+	if cap(sc.aad) <= 64<<10 {
+		scratchPool.Put(sc)
+	}
+	return dst
+}
