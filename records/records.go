@@ -496,6 +496,11 @@ func (st *state) rewriteBatch(pos int, raw []byte, fn func(*Record) (bool, error
 				st.body = append(st.body, body[p:end]...)
 			}
 		}
+		// Keep the header slice the callback grew (by adding headers) for
+		// the next record: the record is encoded by now.
+		if cap(st.rec.Headers) > cap(st.hdrs) {
+			st.hdrs = st.rec.Headers[:0]
+		}
 		p = end
 	}
 	if p != len(body) {

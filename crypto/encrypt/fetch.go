@@ -96,10 +96,16 @@ func (e *engine) openPartition(ctx context.Context, ar *arena, topic string, nam
 	r := e.ruleFor(topic)
 	aad := e.aadTopic(r, topic)
 	var arena, valBuf []byte
+	var ref []byte // the record's key reference, when its fields are detached envelopes
 	open := func(path string, ct []byte) ([]byte, error) {
 		start := len(arena)
 		var err error
-		arena, err = e.opener.Open(ctx, arena, ct, envelope.AAD{Topic: aad, Path: path})
+		a := envelope.AAD{Topic: aad, Path: path}
+		if ref != nil && path != envelope.PathKey && path != envelope.PathValue {
+			arena, err = e.opener.OpenDetached(ctx, arena, ref, ct, a)
+		} else {
+			arena, err = e.opener.Open(ctx, arena, ct, a)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -115,6 +121,10 @@ func (e *engine) openPartition(ctx context.Context, ar *arena, topic string, nam
 			err = nameErr
 		}
 		arena = arena[:0]
+		ref = nil
+		if r, ok := rec.Header(envelope.KeyRefHeader); ok {
+			ref = r
+		}
 		key, value := rec.Key, rec.Value
 		if err == nil && parts&envelope.PartKey != 0 && key != nil {
 			key, err = open(envelope.PathKey, key)
@@ -145,6 +155,7 @@ func (e *engine) openPartition(ctx context.Context, ar *arena, topic string, nam
 		}
 		rec.Key, rec.Value = key, value
 		rec.DeleteHeader(envelope.HeaderKey)
+		rec.DeleteHeader(envelope.KeyRefHeader)
 		n++
 		return true, nil
 	})

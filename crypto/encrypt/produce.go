@@ -160,10 +160,27 @@ func (e *engine) sealRecords(ctx context.Context, r *rule, topic string, dst, ba
 		}
 		return arena[start:len(arena):len(arena)], nil
 	}
+	// The fields of one record are sealed as detached envelopes under one
+	// data key, whose key reference (the wrapped DEK) the record carries
+	// once, in the KeyRefHeader header.
+	var key envelope.DataKey
+	fields := 0
+	sealField := func(path string, plaintext []byte) ([]byte, error) {
+		start := len(arena)
+		var err error
+		if arena, err = key.Seal(arena, envelope.AAD{Topic: aad, Path: path}, plaintext); err != nil {
+			return nil, err
+		}
+		fields++
+		return arena[start:len(arena):len(arena)], nil
+	}
 	var valBuf []byte
 	n := 0
 	out, changed, err := e.rwStrict.Rewrite(dst, batches, func(rec *records.Record) (bool, error) {
 		if _, ok := rec.Header(envelope.HeaderKey); ok {
+			return false, errAlreadyEncrypted
+		}
+		if _, ok := rec.Header(envelope.KeyRefHeader); ok {
 			return false, errAlreadyEncrypted
 		}
 		arena = arena[:0]
@@ -185,12 +202,20 @@ func (e *engine) sealRecords(ctx context.Context, r *rule, topic string, dst, ba
 				rec.Value = v
 				got |= envelope.PartValue
 			} else {
-				v, err := r.walker.Seal(valBuf[:0], rec.Value, seal)
+				var err error
+				if key, err = s.DataKey(ctx, r.KeyID, aad != ""); err != nil {
+					return false, fmt.Errorf("fields of offset delta %d: %w", rec.OffsetDelta(), err)
+				}
+				fields = 0
+				v, err := r.walker.Seal(valBuf[:0], rec.Value, sealField)
 				if err != nil {
 					return false, fmt.Errorf("fields of offset delta %d: %w", rec.OffsetDelta(), err)
 				}
-				valBuf, rec.Value = v, v
-				got |= envelope.PartFields
+				if fields > 0 { // a record without the fields stays as it was
+					valBuf, rec.Value = v, v
+					got |= envelope.PartFields
+					rec.SetHeader(envelope.KeyRefHeader, key.Ref())
+				}
 			}
 		}
 		if got == 0 {

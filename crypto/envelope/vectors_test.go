@@ -48,8 +48,11 @@ type vector struct {
 	Plaintext  string `json:"plaintext"`
 	PlainUTF8  string `json:"plaintext_utf8"`
 	Envelope   string `json:"envelope"`
-	HeaderKey  string `json:"record_header_key,omitempty"`
-	HeaderVal  string `json:"record_header_value,omitempty"`
+	// KeyRef, when set, makes Envelope a detached (version 2) envelope
+	// whose data key is in this key reference (the strait.key header).
+	KeyRef    string `json:"key_ref,omitempty"`
+	HeaderKey string `json:"record_header_key,omitempty"`
+	HeaderVal string `json:"record_header_value,omitempty"`
 }
 
 type vectorSpec struct {
@@ -62,20 +65,23 @@ type vectorSpec struct {
 	counter    uint64
 	plaintext  string
 	parts      Parts
+	detached   bool
 }
 
 // vectorSpecs lists the vectors; KEKs are those of testProvider.
 func vectorSpecs() []vectorSpec {
 	return []vectorSpec{
 		{"whole value, topic bound", "payments", 1, kekBytes(0x40), "payments", PathValue, 0,
-			`{"order":"A-1001","amount":"12.50","card":"4111111111111111"}`, PartValue},
+			`{"order":"A-1001","amount":"12.50","card":"4111111111111111"}`, PartValue, false},
 		{"field $.ssn_id, topic bound", "customers", 1, kekBytes(0x00), "customers", "$.ssn_id", 1,
-			`"123-45-6789"`, 0},
+			`"123-45-6789"`, 0, false},
 		{"field $.account, topic not bound (mirror-friendly)", "customers", 1, kekBytes(0x00), "", "$.account", 300,
-			`"678900000234"`, 0},
+			`"678900000234"`, 0, false},
 		{"record key, KEK version 2, 3-byte counter", "customers", 2, kekBytes(0x20), "customers", PathKey, 1<<20 - 1,
-			`customer-42`, PartKey},
-		{"whole value, empty plaintext", "payments", 1, kekBytes(0x40), "payments", PathValue, 7, ``, PartValue},
+			`customer-42`, PartKey, false},
+		{"whole value, empty plaintext", "payments", 1, kekBytes(0x40), "payments", PathValue, 7, ``, PartValue, false},
+		{"detached field $.ssn_id, topic bound (key reference in strait.key)", "customers", 1, kekBytes(0x00), "customers", "$.ssn_id", 5,
+			`"123-45-6789"`, PartFields, true},
 	}
 }
 
@@ -95,7 +101,7 @@ func derive(label string, n int) []byte {
 }
 
 func generateVectors(t *testing.T) vectorFile {
-	vf := vectorFile{Comment: "Strait envelope format 1 test vectors; see docs/encryption.md. All binary fields are lowercase hex. Regenerate with: go test ./crypto/envelope -run TestVectors -update"}
+	vf := vectorFile{Comment: "Strait envelope test vectors (format 1, and detached format 2 where key_ref is set); see docs/encryption.md. All binary fields are lowercase hex. Regenerate with: go test ./crypto/envelope -run TestVectors -update"}
 	for _, sp := range vectorSpecs() {
 		dek := derive("DEK "+sp.name, 32)
 		wrapNonce := derive("wrap nonce "+sp.name, 12)
@@ -106,21 +112,39 @@ func generateVectors(t *testing.T) vectorFile {
 		}
 		aad := AAD{Topic: sp.topic, Path: sp.path}
 		bound := sp.topic != ""
-		env := d.seal(nil, sp.counter, aad, bound, []byte(sp.plaintext))
-		e, err := Parse(env)
-		if err != nil {
-			t.Fatal(err)
+		var env, header, ref []byte
+		if sp.detached {
+			ref = d.prefix
+			if bound {
+				ref = d.prefixT
+			}
+			env = d.sealDetached(nil, sp.counter, ref, aad, bound, []byte(sp.plaintext))
+			de, err := ParseDetached(env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			header = append(bytes.Clone(ref), de.Header...)
+		} else {
+			env = d.seal(nil, sp.counter, aad, bound, []byte(sp.plaintext))
+			e, err := Parse(env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			header = e.Header
 		}
-		nonce := e.Nonce()
+		nonce := nonceFor(sp.counter)
 		v := vector{
 			Name: sp.name, Provider: "local", KeyID: sp.keyID, KEKVersion: sp.kekVersion,
 			KEK: hex.EncodeToString(sp.kek), WrapNonce: hex.EncodeToString(wrapNonce), WrapAAD: hex.EncodeToString(wrapAAD),
 			DEK: hex.EncodeToString(dek), WrappedDEK: hex.EncodeToString(wrapped),
 			Topic: sp.topic, TopicBound: bound, Path: sp.path, Counter: sp.counter,
 			Nonce:     hex.EncodeToString(nonce[:]),
-			AAD:       hex.EncodeToString(appendContext(bytes.Clone(e.Header), bound, aad)),
+			AAD:       hex.EncodeToString(appendContext(bytes.Clone(header), bound, aad)),
 			Plaintext: hex.EncodeToString([]byte(sp.plaintext)), PlainUTF8: sp.plaintext,
 			Envelope: hex.EncodeToString(env),
+		}
+		if sp.detached {
+			v.KeyRef = hex.EncodeToString(ref)
 		}
 		if sp.parts != 0 {
 			v.HeaderKey, v.HeaderVal = HeaderKey, string(sp.parts.HeaderValue())
@@ -180,40 +204,68 @@ func TestVectors(t *testing.T) {
 			if err != nil || !bytes.Equal(got, dek) {
 				t.Fatalf("unwrap: %v", err)
 			}
-			// 2. The envelope parses to the vector's fields.
-			e, err := Parse(env)
-			if err != nil {
-				t.Fatal(err)
-			}
-			nonce := e.Nonce()
-			if e.Kind != KindLocal || string(e.KeyID) != v.KeyID || !bytes.Equal(e.Wrapped, wrapped) ||
-				e.Counter != v.Counter || e.TopicBound != v.TopicBound || hex.EncodeToString(nonce[:]) != v.Nonce {
-				t.Fatalf("parsed %+v", e)
-			}
 			aad := AAD{Topic: v.Topic, Path: v.Path}
-			if fullAAD := appendContext(bytes.Clone(e.Header), e.TopicBound, aad); hex.EncodeToString(fullAAD) != v.AAD {
-				t.Fatalf("aad %x, want %s", fullAAD, v.AAD)
-			}
-			// 3. Raw AES-256-GCM with the vector's DEK, nonce and AAD opens it
-			// (what another implementation would do).
-			block, _ := aes.NewCipher(dek)
-			gcm, _ := cipher.NewGCM(block)
-			if raw, err := gcm.Open(nil, nonce[:], e.Ciphertext, mustHex(t, v.AAD)); err != nil || !bytes.Equal(raw, pt) {
-				t.Fatalf("raw GCM open: %v", err)
-			}
-			// 4. The Opener opens it.
 			o, _ := NewOpener([]kms.Provider{p}, OpenerOptions{})
-			got, err = o.Open(ctx, nil, env, aad)
-			if err != nil || !bytes.Equal(got, pt) {
-				t.Fatalf("open: %v", err)
-			}
-			// 5. Re-sealing deterministically reproduces the envelope.
 			d, err := newDEK(KindLocal, v.KeyID, dek, wrapped, MaxDEKUses)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if again := d.seal(nil, v.Counter, aad, v.TopicBound, pt); !bytes.Equal(again, env) {
-				t.Fatalf("re-seal:\n got %x\nwant %x", again, env)
+			block, _ := aes.NewCipher(dek)
+			gcm, _ := cipher.NewGCM(block)
+			nonce := nonceFor(v.Counter)
+			if hex.EncodeToString(nonce[:]) != v.Nonce {
+				t.Fatalf("nonce %x, want %s", nonce, v.Nonce)
+			}
+			if v.KeyRef != "" { // detached: the data key is in the key reference
+				ref := mustHex(t, v.KeyRef)
+				k, err := ParseKeyRef(ref)
+				if err != nil || k.Kind != KindLocal || string(k.KeyID) != v.KeyID || !bytes.Equal(k.Wrapped, wrapped) || k.TopicBound != v.TopicBound {
+					t.Fatalf("key reference %+v: %v", k, err)
+				}
+				de, err := ParseDetached(env)
+				if err != nil || de.Counter != v.Counter {
+					t.Fatalf("detached %+v: %v", de, err)
+				}
+				fullAAD := appendContext(append(bytes.Clone(ref), de.Header...), k.TopicBound, aad)
+				if hex.EncodeToString(fullAAD) != v.AAD {
+					t.Fatalf("aad %x, want %s", fullAAD, v.AAD)
+				}
+				if raw, err := gcm.Open(nil, nonce[:], de.Ciphertext, fullAAD); err != nil || !bytes.Equal(raw, pt) {
+					t.Fatalf("raw GCM open: %v", err)
+				}
+				if got, err := o.OpenDetached(ctx, nil, ref, env, aad); err != nil || !bytes.Equal(got, pt) {
+					t.Fatalf("open: %v", err)
+				}
+				if again := d.sealDetached(nil, v.Counter, ref, aad, v.TopicBound, pt); !bytes.Equal(again, env) {
+					t.Fatalf("re-seal:\n got %x\nwant %x", again, env)
+				}
+			} else {
+				// 2. The envelope parses to the vector's fields.
+				e, err := Parse(env)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if e.Kind != KindLocal || string(e.KeyID) != v.KeyID || !bytes.Equal(e.Wrapped, wrapped) ||
+					e.Counter != v.Counter || e.TopicBound != v.TopicBound {
+					t.Fatalf("parsed %+v", e)
+				}
+				if fullAAD := appendContext(bytes.Clone(e.Header), e.TopicBound, aad); hex.EncodeToString(fullAAD) != v.AAD {
+					t.Fatalf("aad %x, want %s", fullAAD, v.AAD)
+				}
+				// 3. Raw AES-256-GCM with the vector's DEK, nonce and AAD opens
+				// it (what another implementation would do).
+				if raw, err := gcm.Open(nil, nonce[:], e.Ciphertext, mustHex(t, v.AAD)); err != nil || !bytes.Equal(raw, pt) {
+					t.Fatalf("raw GCM open: %v", err)
+				}
+				// 4. The Opener opens it.
+				got, err = o.Open(ctx, nil, env, aad)
+				if err != nil || !bytes.Equal(got, pt) {
+					t.Fatalf("open: %v", err)
+				}
+				// 5. Re-sealing deterministically reproduces the envelope.
+				if again := d.seal(nil, v.Counter, aad, v.TopicBound, pt); !bytes.Equal(again, env) {
+					t.Fatalf("re-seal:\n got %x\nwant %x", again, env)
+				}
 			}
 			if v.HeaderKey != "" {
 				if parts, err := ParseHeaderValue([]byte(v.HeaderVal)); err != nil || v.HeaderKey != HeaderKey ||

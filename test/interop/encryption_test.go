@@ -382,13 +382,12 @@ func TestEncryptionKcat(t *testing.T) {
 	// Through the encrypting Strait (no decrypt interceptor), or directly,
 	// a consumer sees ciphertext.
 	enc := mustRun(t, defaultTimeout, "", nil, "kcat", "-b", s.enc.Bootstrap, "-C", "-t", topic, "-o", "beginning", "-e", "-q", "-f", `%h|%s\n`)
-	if n := len(lines(enc.Stdout)); n != len(recs) {
-		t.Fatalf("through the encrypting Strait kcat read %d records, want %d", n, len(recs))
-	}
-	for _, l := range lines(enc.Stdout) {
-		if !strings.HasPrefix(l, encHeader+"=") { // also shows that kcat's %h works, so the check above means something
-			t.Fatalf("a record read through the encrypting Strait lacks the %s header: %q", encHeader, l)
-		}
+	// Field-encrypted records also carry the binary strait.key header (the
+	// wrapped data key), which may hold any byte, newlines included: count
+	// headers rather than split lines. This also shows that kcat's %h works,
+	// so the check above means something.
+	if n := strings.Count(enc.Stdout, encHeader+"="); n != len(recs) {
+		t.Fatalf("through the encrypting Strait kcat showed %d %s headers, want %d", n, encHeader, len(recs))
 	}
 	for _, r := range recs {
 		if strings.Contains(enc.Stdout, string(r.Secrets[0])) {

@@ -18,14 +18,26 @@ def enc_uvarint(v):
     out.append(v); return bytes(out)
 
 vf = json.load(open(sys.argv[1]))
+def parse_key_part(b):
+    """The key part of a format-1 envelope, which is all of a key reference."""
+    assert b[0] == 0xE1
+    flags = b[1]; kind = flags & 0x0F; topic_bound = bool(flags & 0x10)
+    klen = b[2]; key_id = b[3:3+klen].decode(); i = 3 + klen
+    wlen, i = uvarint(b, i); wrapped = b[i:i+wlen]; i += wlen
+    return kind, topic_bound, key_id, wrapped, i
+
 for v in vf["vectors"]:
     env = bytes.fromhex(v["envelope"]); kek = bytes.fromhex(v["kek"])
-    assert env[0] == 0xE1
-    flags = env[1]; kind = flags & 0x0F; topic_bound = bool(flags & 0x10)
-    klen = env[2]; key_id = env[3:3+klen].decode(); i = 3 + klen
-    wlen, i = uvarint(env, i); wrapped = env[i:i+wlen]; i += wlen
-    counter, i = uvarint(env, i)
-    header, ct = env[:i], env[i:]
+    if "key_ref" in v:  # detached (format 2): the data key is in the key reference
+        ref = bytes.fromhex(v["key_ref"])
+        kind, topic_bound, key_id, wrapped, i = parse_key_part(ref)
+        assert i == len(ref) and env[0] == 0xE2
+        counter, i = uvarint(env, 1)
+        header, ct = ref + env[:i], env[i:]
+    else:
+        kind, topic_bound, key_id, wrapped, i = parse_key_part(env)
+        counter, i = uvarint(env, i)
+        header, ct = env[:i], env[i:]
     # unwrap the DEK (local provider)
     assert wrapped[0] == 0x01
     version, j = uvarint(wrapped, 1)
