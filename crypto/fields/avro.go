@@ -62,13 +62,7 @@ func NewAvro(cfg AvroConfig) (Walker, error) {
 		return nil, fmt.Errorf("%w: avro: no registry and no local schema", ErrSchema)
 	}
 	w := &avroWalker{root: root, reg: cfg.Registry, local: map[int32]avro.Schema{}}
-	w.plans.retryAfter = cfg.RetryAfter
-	if w.plans.retryAfter <= 0 && cfg.Registry != nil {
-		w.plans.retryAfter = cfg.Registry.retryAfter
-	}
-	if w.plans.retryAfter <= 0 {
-		w.plans.retryAfter = time.Second
-	}
+	w.plans.retryAfter = retryAfterFor(cfg.RetryAfter, cfg.Registry)
 	for _, l := range cfg.Local {
 		if len(l.Files) == 0 {
 			return nil, fmt.Errorf("%w: avro: local schema %d has no file", ErrSchema, l.ID)

@@ -87,13 +87,7 @@ func NewProtobuf(cfg ProtobufConfig) (Walker, error) {
 		return nil, fmt.Errorf("%w: protobuf: no registry and no local schema", ErrSchema)
 	}
 	w := &protoWalker{root: root, reg: cfg.Registry, local: map[int32]protoreflect.FileDescriptor{}}
-	w.files.retryAfter = cfg.RetryAfter
-	if w.files.retryAfter <= 0 && cfg.Registry != nil {
-		w.files.retryAfter = cfg.Registry.retryAfter
-	}
-	if w.files.retryAfter <= 0 {
-		w.files.retryAfter = time.Second
-	}
+	w.files.retryAfter = retryAfterFor(cfg.RetryAfter, cfg.Registry)
 	for _, l := range cfg.Local {
 		fd, err := LoadProtobufFile(l)
 		if err != nil {

@@ -185,3 +185,15 @@ func (c *planCache[T]) get(id int32, build func() (T, error)) (T, error) {
 // Client returns the underlying franz-go sr client (for validation code that
 // needs e.g. the latest schema of a subject).
 func (r *Registry) Client() *sr.Client { return r.cl }
+
+// retryAfterFor is how long a walker remembers a failed schema lookup: its
+// own setting, else the registry's, else one second.
+func retryAfterFor(d time.Duration, reg *Registry) time.Duration {
+	if d <= 0 && reg != nil {
+		d = reg.retryAfter
+	}
+	if d <= 0 {
+		d = time.Second
+	}
+	return d
+}
