@@ -96,6 +96,8 @@ func TestValidate(t *testing.T) {
 		{"nothing to listen on", func(c *Config) { c.Listen.Bootstrap = "" }, "listen.bootstrap"},
 		{"tiny frames", func(c *Config) { c.Limits.MaxFrameBytes = 10 }, "limits.max_frame_bytes"},
 		{"log level", func(c *Config) { c.Log.Level = "loud" }, "log.level"},
+		{"version cap", func(c *Config) { c.Limits.MaxVersions = map[string]int16{"fetch": 15} }, ""},
+		{"version cap of an unknown API", func(c *Config) { c.Limits.MaxVersions = map[string]int16{"Fetchh": 15} }, "limits.max_versions.Fetchh"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

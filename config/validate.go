@@ -6,6 +6,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // Validate checks everything that can be checked without the network and
@@ -124,6 +126,13 @@ func (c *Config) Validate() error {
 	if c.Limits.IdleTimeout <= 0 {
 		add("limits.idle_timeout", "must be positive")
 	}
+	for name, v := range c.Limits.MaxVersions {
+		if _, ok := APIKey(name); !ok {
+			add("limits.max_versions."+name, "unknown Kafka API (use the protocol's name, e.g. Fetch, Produce, Metadata)")
+		} else if v < 0 {
+			add("limits.max_versions."+name, "version %d is negative", v)
+		}
+	}
 	if c.Limits.DrainTimeout < 0 {
 		add("limits.drain_timeout", "must not be negative")
 	}
@@ -182,4 +191,14 @@ func (s SNI) NodeForHost(name string) (int32, bool) {
 		return 0, false
 	}
 	return int32(n), true
+}
+
+// APIKey finds a Kafka API by its protocol name (case-insensitive).
+func APIKey(name string) (int16, bool) {
+	for k := range int16(128) {
+		if n := kmsg.NameForKey(k); n != "Unknown" && strings.EqualFold(n, name) {
+			return k, true
+		}
+	}
+	return 0, false
 }

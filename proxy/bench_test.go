@@ -49,7 +49,7 @@ func benchPassthrough(b *testing.B, size int) {
 	// Accept Metadata v1 as if the cluster had said so (v1: not hooked by
 	// the metadata interceptor? it is: use a key nothing hooks instead).
 	const key, version = 12, 4 // Heartbeat v4 (flexible header)
-	_, vt := s.vt.Load().clamp([]kmsg.ApiVersionsResponseApiKey{{ApiKey: key, MinVersion: 0, MaxVersion: version}})
+	_, vt := s.vt.Load().clamp([]kmsg.ApiVersionsResponseApiKey{{ApiKey: key, MinVersion: 0, MaxVersion: version}}, nil)
 	s.vt.Store(vt)
 
 	clientSide, proxyClient := tcpPair(b)

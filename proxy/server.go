@@ -34,8 +34,9 @@ type Server struct {
 	topics  *metadata.TopicNames
 	tls     *tls.Config // towards clients; nil for plaintext
 
-	advHost string // host put into rewritten metadata (port mode)
-	sniPort int32  // advertised port (SNI mode)
+	advHost     string          // host put into rewritten metadata (port mode)
+	versionCaps map[int16]int16 // limits.max_versions by API key
+	sniPort     int32           // advertised port (SNI mode)
 
 	vt    atomic.Pointer[versionTable] // accepted versions, once the cluster answered
 	apis  atomic.Pointer[apiVersions]  // what Strait answers to ApiVersions
@@ -116,6 +117,11 @@ func New(cfg config.Config, opts Options) (*Server, error) {
 	}
 	vt := newVersionTable()
 	s.vt.Store(vt)
+	s.versionCaps = make(map[int16]int16)
+	for name, v := range cfg.Limits.MaxVersions {
+		k, _ := config.APIKey(name) // validated
+		s.versionCaps[k] = v
+	}
 	if cfg.Upstream.TLS.InsecureSkipVerify {
 		log.Warn("upstream TLS certificate verification is OFF (upstream.tls.insecure_skip_verify): anyone on the path can impersonate the brokers")
 	}

@@ -8,8 +8,10 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/kversion"
 
+	"github.com/strait-proxy/strait/config"
 	"github.com/strait-proxy/strait/internal/straittest"
 )
 
@@ -55,5 +57,40 @@ func TestLargeFramesSpliced(t *testing.T) {
 	}
 	if straittest.Counter(t, s.Registry, "strait_spliced_frames_total", "direction", "response") == 0 {
 		t.Fatal("no fetch response was spliced")
+	}
+}
+
+// TestFetchVersionCap: with limits.max_versions {Fetch: 15} Strait
+// advertises Fetch v15 at most, so a default franz-go consumer's large fetch
+// responses (no KIP-951 hints to rewrite) go socket to socket too.
+func TestFetchVersionCap(t *testing.T) {
+	c := straittest.Cluster(t, kfake.SeedTopics(1, "capped"))
+	s := straittest.Start(t, c.ListenAddrs(), nil, func(cfg *config.Config) {
+		cfg.Limits.MaxVersions = map[string]int16{"Fetch": 15}
+	})
+	ctx := ctxT(t, 60*time.Second)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(s.Bootstrap), kgo.DefaultProduceTopic("capped"), kgo.ConsumeTopics("capped"),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.ProducerBatchCompression(kgo.NoCompression()))
+	straittest.Must(t, err, "client")
+	defer cl.Close()
+	r, err := kmsg.NewPtrApiVersionsRequest().RequestWith(ctx, cl)
+	straittest.Must(t, err, "api versions")
+	for _, k := range r.ApiKeys {
+		if k.ApiKey == 1 && k.MaxVersion != 15 {
+			t.Fatalf("Fetch advertised up to v%d, want 15", k.MaxVersion)
+		}
+	}
+	const n = 1000
+	for i := range n {
+		cl.Produce(ctx, &kgo.Record{Value: bytes.Repeat([]byte{byte('a' + i%26)}, 1000)}, nil)
+	}
+	straittest.Must(t, cl.Flush(ctx), "flush")
+	for got := 0; got < n; {
+		fs := cl.PollFetches(ctx)
+		straittest.Must(t, fs.Err0(), "poll")
+		got += fs.NumRecords()
+	}
+	if straittest.Counter(t, s.Registry, "strait_spliced_frames_total", "direction", "response") == 0 {
+		t.Fatal("no fetch response was spliced with Fetch capped at v15")
 	}
 }

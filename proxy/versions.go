@@ -79,7 +79,8 @@ func (vt *versionTable) accepts(key, version int16) bool {
 // intersection of the broker's range and kmsg's, minus the APIs Strait must
 // not forward. It returns the filtered keys and a table that accepts exactly
 // them.
-func (vt *versionTable) clamp(broker []kmsg.ApiVersionsResponseApiKey) ([]kmsg.ApiVersionsResponseApiKey, *versionTable) {
+// caps (by API key) lower the advertised maximum further (limits.max_versions).
+func (vt *versionTable) clamp(broker []kmsg.ApiVersionsResponseApiKey, caps map[int16]int16) ([]kmsg.ApiVersionsResponseApiKey, *versionTable) {
 	out := *vt
 	for k := range out.max {
 		out.min[k], out.max[k] = 0, -1
@@ -94,6 +95,9 @@ func (vt *versionTable) clamp(broker []kmsg.ApiVersionsResponseApiKey) ([]kmsg.A
 			continue
 		}
 		lo, hi := b.MinVersion, min(b.MaxVersion, vt.kmsgMax[k])
+		if c, ok := caps[k]; ok {
+			hi = min(hi, c)
+		}
 		if k == 17 && lo < 1 {
 			// SaslHandshake v0 switches the connection to raw,
 			// unframed SASL tokens that a frame-aware proxy cannot

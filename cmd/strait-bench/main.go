@@ -27,6 +27,7 @@ import (
 )
 
 type options struct {
+	straitConfig     string // -config: a Strait config file for the passthrough workloads
 	encrypting       bool // the workload runs through an encrypting Strait
 	duration, warmup time.Duration
 	rounds           int
@@ -67,6 +68,7 @@ func main() {
 	flag.IntVar(&o.inflight, "inflight", 5, "produce requests in flight per broker")
 	flag.DurationVar(&o.linger, "linger", 5*time.Millisecond, "producer linger for the throughput runs (latency runs use 0)")
 	flag.Float64Var(&o.rate, "rate", 0, "records/s of the latency runs; 0: half the direct produce throughput")
+	flag.StringVar(&o.straitConfig, "config", "", "Strait config file for the produce, consume and latency workloads (e.g. limits.max_versions)")
 	flag.StringVar(&only, "only", "produce,consume,latency,encrypt", "workloads to run")
 	flag.BoolVar(&o.json, "json", false, "print the results as JSON instead of a table")
 	flag.StringVar(&o.jsonFile, "json-file", "", "also write the JSON results to this file")
@@ -209,7 +211,7 @@ func runLatency(o options, seeds []string, kf *child, rep *report) error {
 // profile per workload) and runs the rounds, alternating direct and
 // through Strait.
 func runWorkload(o options, name string, seeds []string, kf *child, latCap int, mk func([]string) workload) ([]runResult, error) {
-	return runWorkloadWith(o, name, seeds, kf, latCap, "", mk)
+	return runWorkloadWith(o, name, seeds, kf, latCap, o.straitConfig, mk)
 }
 
 // runWorkloadWith is runWorkload with a Strait config file (interceptors).
