@@ -28,7 +28,7 @@ import (
 
 type options struct {
 	straitConfig     string // -config: a Strait config file for the passthrough workloads
-	encrypting       bool // the workload runs through an encrypting Strait
+	encrypting       bool   // the workload runs through an encrypting Strait
 	duration, warmup time.Duration
 	rounds           int
 	recordBytes      int
