@@ -104,3 +104,33 @@ func TestDepartedBrokerListener(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestTopicIDResolution: an id that no proxied Metadata response named is
+// resolved by asking the cluster (what encryption relies on for Produce and
+// Fetch v13+, which name topics by id only); an id the cluster does not know
+// stays unresolved.
+func TestTopicIDResolution(t *testing.T) {
+	c := straittest.Cluster(t, kfake.SeedTopics(1, "by-id"))
+	s := straittest.Start(t, c.ListenAddrs(), nil, nil)
+	ctx := ctxT(t, 20*time.Second)
+	direct, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...))
+	straittest.Must(t, err, "direct client")
+	defer direct.Close()
+	req := kmsg.NewPtrMetadataRequest()
+	topic := kmsg.NewMetadataRequestTopic()
+	topic.Topic = kmsg.StringPtr("by-id")
+	req.Topics = append(req.Topics, topic)
+	md, err := req.RequestWith(ctx, direct)
+	straittest.Must(t, err, "metadata")
+	id := md.Topics[0].TopicID
+	if _, known := s.Topics().Name(id); known {
+		t.Fatal("the id was known before anyone asked")
+	}
+	name, err := s.Topics().Resolve(ctx, id)
+	if err != nil || name != "by-id" {
+		t.Fatalf("resolve: %q %v", name, err)
+	}
+	if _, err := s.Topics().Resolve(ctx, [16]byte{1, 2, 3}); err == nil {
+		t.Fatal("an unknown id resolved")
+	}
+}
