@@ -1,7 +1,6 @@
 package proxy_test
 
 import (
-	"context"
 	"encoding/binary"
 	"io"
 	"net"
@@ -194,5 +193,4 @@ func TestDrain(t *testing.T) {
 	if _, err := net.DialTimeout("tcp", s.Bootstrap, time.Second); err == nil {
 		t.Fatal("still accepting after drain")
 	}
-	_ = context.Background()
 }

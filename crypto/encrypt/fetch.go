@@ -177,35 +177,6 @@ func (e *engine) openPartition(ctx context.Context, ar *arena, topic string, nam
 	return out, changed, nil
 }
 
-// arena hands out a pooled buffer for the rewritten batches of one
-// exchange; the buffer goes back to the pool when the proxy is done with the
-// exchange.
-type arena struct {
-	x   *interceptor.Exchange
-	ref *[]byte
-	b   []byte
-}
-
-func newArena(x *interceptor.Exchange) *arena { return &arena{x: x} }
-
-// buf is where the next partition's batches are appended.
-func (a *arena) buf() []byte {
-	if a.ref == nil {
-		a.ref = getArena()
-		a.b = (*a.ref)[:0]
-		a.x.OnDone(func() { putArena(a.ref, a.b) })
-	}
-	return a.b
-}
-
-// keep records that out (dst with one partition appended) is in use and
-// returns that partition's bytes.
-func (a *arena) keep(out []byte) []byte {
-	start := len(a.b)
-	a.b = out
-	return out[start:len(out):len(out)]
-}
-
 // headers adapts record headers to what envelope.EncryptedParts reads.
 func headers(hs []kmsg.Header) func(yield func(string, []byte) bool) {
 	return func(yield func(string, []byte) bool) {

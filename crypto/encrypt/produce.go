@@ -3,7 +3,6 @@ package encrypt
 import (
 	"context"
 	"fmt"
-	"sync"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -33,10 +32,7 @@ func (e *engine) sealProduce(ctx context.Context, x *interceptor.Exchange) error
 	req := x.Request.(*kmsg.ProduceRequest)
 	var fails []refused
 	changed := false
-	// The rewritten batches go into one pooled arena, returned once the
-	// proxy has written the answer (OnDone): no 1 MiB allocation per request.
-	var arena []byte
-	var arenaRef *[]byte
+	ar := newArena(x)
 	keptTopics := req.Topics[:0]
 	for _, t := range req.Topics {
 		name := t.Topic
@@ -58,17 +54,9 @@ func (e *engine) sealProduce(ctx context.Context, x *interceptor.Exchange) error
 			continue
 		}
 		changed = true
-		if arenaRef == nil {
-			arenaRef = getArena()
-			arena = (*arenaRef)[:0]
-			x.OnDone(func() { putArena(arenaRef, arena) })
-		}
 		kept := t.Partitions[:0]
 		for _, p := range t.Partitions {
-			start := len(arena)
-			var err error
-			arena, err = e.sealRecords(ctx, r, name, arena, p.Records)
-			out := arena[start:len(arena):len(arena)]
+			out, err := e.sealRecords(ctx, r, name, ar.buf(), p.Records)
 			if err != nil {
 				c, isKMS := code(err)
 				if isKMS {
@@ -80,7 +68,7 @@ func (e *engine) sealProduce(ctx context.Context, x *interceptor.Exchange) error
 				fails = append(fails, refused{t.Topic, t.TopicID, p.Partition, c, "strait: " + err.Error()})
 				continue
 			}
-			p.Records = out
+			p.Records = ar.keep(out)
 			kept = append(kept, p)
 		}
 		if t.Partitions = kept; len(kept) > 0 {
@@ -243,17 +231,3 @@ var headerValues = func() (v [8][]byte) {
 	}
 	return v
 }()
-
-var arenas = sync.Pool{New: func() any { return new([]byte) }}
-
-func getArena() *[]byte { return arenas.Get().(*[]byte) }
-
-// putArena returns an arena to the pool, unless it grew past what is worth
-// keeping for every connection.
-func putArena(ref *[]byte, b []byte) {
-	if cap(b) > 16<<20 {
-		return
-	}
-	*ref = b[:0]
-	arenas.Put(ref)
-}

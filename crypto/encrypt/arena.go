@@ -1,0 +1,49 @@
+package encrypt
+
+import (
+	"sync"
+
+	"github.com/strait-proxy/strait/interceptor"
+)
+
+// arena hands out a pooled buffer for the rewritten batches of one exchange
+// (every partition of a Produce request or Fetch response is appended to
+// it); the buffer goes back to the pool once the proxy is done with the
+// exchange (OnDone), so a 1 MiB batch costs no allocation.
+type arena struct {
+	x   *interceptor.Exchange
+	ref *[]byte
+	b   []byte
+}
+
+func newArena(x *interceptor.Exchange) *arena { return &arena{x: x} }
+
+// buf is where the next partition's batches are appended.
+func (a *arena) buf() []byte {
+	if a.ref == nil {
+		a.ref = arenas.Get().(*[]byte)
+		a.b = (*a.ref)[:0]
+		a.x.OnDone(a.release)
+	}
+	return a.b
+}
+
+// keep records that out (buf() with one partition appended) is in use and
+// returns that partition's bytes.
+func (a *arena) keep(out []byte) []byte {
+	start := len(a.b)
+	a.b = out
+	return out[start:len(out):len(out)]
+}
+
+// release returns the buffer to the pool, unless it grew past what is worth
+// keeping for every connection.
+func (a *arena) release() {
+	if cap(a.b) > 16<<20 {
+		return
+	}
+	*a.ref = a.b[:0]
+	arenas.Put(a.ref)
+}
+
+var arenas = sync.Pool{New: func() any { return new([]byte) }}
