@@ -306,11 +306,11 @@ func TestExchangeValues(t *testing.T) {
 func TestConnValues(t *testing.T) {
 	type key struct{}
 	conn := &Conn{ID: 7}
-	conn.SetPrincipal("User:alice")
+	conn.SetPrincipal(Principal{Name: "alice", Mechanism: "PLAIN"})
 	conn.SetClientID("app")
 	conn.SetValue(key{}, 42)
-	if conn.Principal() != "User:alice" || conn.ClientID() != "app" || conn.Value(key{}) != 42 || conn.Value("other") != nil {
-		t.Errorf("conn state: %q %q %v", conn.Principal(), conn.ClientID(), conn.Value(key{}))
+	if conn.Principal().String() != "User:alice" || conn.ClientID() != "app" || conn.Value(key{}) != 42 || conn.Value("other") != nil {
+		t.Errorf("conn state: %v %q %v", conn.Principal(), conn.ClientID(), conn.Value(key{}))
 	}
 }
 

@@ -17,9 +17,41 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
+
+// Principal is who a client proved to be. The zero value is the anonymous
+// principal: no listener authentication, or none finished yet.
+type Principal struct {
+	// Name is the mapped identity ("alice", "svc-orders"): what policies,
+	// credential lookups and logs key on. Kafka spells it "User:" + Name.
+	Name string
+	// Mechanism says how it was proven: "mtls", "PLAIN", "SCRAM-SHA-256",
+	// "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI".
+	Mechanism string
+	// Attrs are facts the mechanism established (certificate subject,
+	// Kerberos realm, token claims), for policies. Never secrets.
+	Attrs map[string]string
+}
+
+// Anonymous reports whether no identity has been proven.
+func (p Principal) Anonymous() bool { return p.Name == "" }
+
+// String is the Kafka form: "User:alice", or "User:ANONYMOUS".
+func (p Principal) String() string {
+	if p.Anonymous() {
+		return "User:ANONYMOUS"
+	}
+	return "User:" + p.Name
+}
+
+// TokenHandler takes one unframed SASL token (SaslHandshake v0 semantics:
+// after the handshake, the client sends size-prefixed raw tokens, not Kafka
+// requests) and returns the token to send back. done ends raw mode: the
+// next frame is a Kafka request again. An error closes the connection.
+type TokenHandler func(ctx context.Context, c *Conn, token []byte) (reply []byte, done bool, err error)
 
 // Conn is what an interceptor knows about one client connection. The proxy
 // fills the immutable fields before any hook runs; Principal and ClientID
@@ -32,18 +64,48 @@ type Conn struct {
 	TLS        *tls.ConnectionState // nil on plaintext listeners
 	SNI        string               // server name the client sent, if any
 
+	authPending atomic.Bool // RequireAuth called, SetPrincipal not yet
+
 	mu        sync.Mutex
-	principal string
+	principal Principal
 	clientID  string
+	rawTokens TokenHandler
 	values    map[any]any
 }
 
-// Principal is the authenticated identity of the client, "" until some
-// interceptor (mTLS, SASL) sets it.
-func (c *Conn) Principal() string { c.mu.Lock(); defer c.mu.Unlock(); return c.principal }
+// Principal is the authenticated identity of the client: anonymous until
+// some interceptor (mTLS, SASL) sets it.
+func (c *Conn) Principal() Principal { c.mu.Lock(); defer c.mu.Unlock(); return c.principal }
 
-// SetPrincipal records the client's authenticated identity.
-func (c *Conn) SetPrincipal(p string) { c.mu.Lock(); c.principal = p; c.mu.Unlock() }
+// SetPrincipal records the client's authenticated identity and lifts the
+// authentication gate (RequireAuth).
+func (c *Conn) SetPrincipal(p Principal) {
+	c.mu.Lock()
+	c.principal = p
+	c.mu.Unlock()
+	c.authPending.Store(false)
+}
+
+// RequireAuth closes the gate: until SetPrincipal is called, the proxy
+// forwards nothing and accepts only ApiVersions, SaslHandshake and
+// SaslAuthenticate (which the authenticating interceptor answers itself);
+// any other request closes the connection, as a broker's SASL listener does.
+// Call it from a ConnectHook. The upstream connection is dialed only after
+// the gate lifts, so its identity can depend on the principal.
+func (c *Conn) RequireAuth() { c.authPending.Store(true) }
+
+// AuthPending reports whether the gate is closed. The proxy asks on every
+// frame: it is one atomic load.
+func (c *Conn) AuthPending() bool { return c.authPending.Load() }
+
+// ExpectRawTokens switches the connection to unframed SASL tokens after the
+// current request (a SaslHandshake v0 hook calls it): each following frame
+// goes to h, not to the chain, until h reports done.
+func (c *Conn) ExpectRawTokens(h TokenHandler) { c.mu.Lock(); c.rawTokens = h; c.mu.Unlock() }
+
+// RawTokens returns the handler set by ExpectRawTokens, nil when the
+// connection speaks Kafka requests. The proxy calls it.
+func (c *Conn) RawTokens() TokenHandler { c.mu.Lock(); defer c.mu.Unlock(); return c.rawTokens }
 
 // ClientID is the client id of the latest request header.
 func (c *Conn) ClientID() string { c.mu.Lock(); defer c.mu.Unlock(); return c.clientID }
@@ -182,12 +244,30 @@ func (h Hook) Covers(key, version int16) bool {
 	return h.Key == key && version >= h.MinVersion && (h.MaxVersion == 0 || version <= h.MaxVersion)
 }
 
+// VersionRange is a range of versions of one API.
+type VersionRange struct {
+	Key      int16
+	Min, Max int16
+}
+
 // Interceptor is one named link of the chain.
 type Interceptor struct {
 	Name       string
 	Hooks      []Hook
 	OnConnect  ConnectHook
 	OnUpstream UpstreamHook
+	// Answers lists the APIs this interceptor always answers itself (its
+	// request hook sets the response), so Strait advertises these versions
+	// in ApiVersions whatever the broker supports: SASL termination answers
+	// SaslHandshake v0-1 and SaslAuthenticate v0-2 in front of a broker
+	// that has no SASL at all. A request in such a range is never
+	// forwarded.
+	Answers []VersionRange
+	// Requires narrows what Strait advertises and accepts for an API to the
+	// versions this interceptor can work with: decryption needs Fetch v4+
+	// (older versions make brokers down-convert and drop record headers).
+	// Requests outside the range close the connection.
+	Requires []VersionRange
 	// Close releases what the interceptor holds (KMS clients, caches). May be nil.
 	Close func() error
 }

@@ -32,11 +32,11 @@ func TestConnectionHooks(t *testing.T) {
 			if refuse.Load() {
 				return errors.New("refused by test")
 			}
-			conn.SetPrincipal("User:test")
+			conn.SetPrincipal(interceptor.Principal{Name: "test"})
 			return nil
 		},
 		OnUpstream: func(ctx context.Context, conn *interceptor.Conn, up interceptor.Upstream) error {
-			if conn.Principal() != "User:test" {
+			if conn.Principal().Name != "test" {
 				return errors.New("upstream hook ran before the connect hook")
 			}
 			req := kmsg.NewPtrApiVersionsRequest()

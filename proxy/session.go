@@ -169,7 +169,7 @@ func (ss *session) run(sni bool) {
 		<-pumpDone
 	}
 	ss.close(nil)
-	attrs := []any{"conn", ss.ic.ID, "listener", ss.listener, "client_id", ss.ic.ClientID(), "principal", ss.ic.Principal(),
+	attrs := []any{"conn", ss.ic.ID, "listener", ss.listener, "client_id", ss.ic.ClientID(), "principal", ss.ic.Principal().String(),
 		"requests", ss.requests.Load(), "bytes_in", ss.bytesIn.Load(), "bytes_out", ss.bytesOut.Load(), "duration", time.Since(start).String()}
 	if ss.closeErr != nil {
 		s.log.Warn("connection closed", append(attrs, "err", ss.closeErr.Error())...)

@@ -138,7 +138,7 @@ func (d *denier) deny(ctx context.Context, x *interceptor.Exchange) error {
 	if x.Conn != nil {
 		attrs = append(attrs,
 			slog.String("client_id", x.Conn.ClientID()),
-			slog.String("principal", x.Conn.Principal()),
+			slog.String("principal", x.Conn.Principal().String()),
 			slog.Uint64("conn", x.Conn.ID))
 	}
 	if respErr != nil {

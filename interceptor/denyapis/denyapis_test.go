@@ -164,7 +164,7 @@ func mustChain(t *testing.T, ics ...*interceptor.Interceptor) *interceptor.Chain
 
 func testConn() *interceptor.Conn {
 	c := &interceptor.Conn{ID: 42, Listener: "bootstrap", NodeID: -1}
-	c.SetPrincipal("User:alice")
+	c.SetPrincipal(interceptor.Principal{Name: "alice"})
 	c.SetClientID("billing-app")
 	return c
 }
