@@ -64,15 +64,33 @@ type lz4Decoder struct {
 	src   bytes.Reader
 }
 
-type zstdDecoder struct{ inner *zstd.Decoder }
+type zstdDecoder struct {
+	inner *zstd.Decoder
+	src   bytes.Reader
+}
 
 var (
 	gzipDecoders = sync.Pool{New: func() any { return new(gzipDecoder) }}
 	lz4Decoders  = sync.Pool{New: func() any { return &lz4Decoder{inner: lz4.NewReader(nil)} }}
-	// zstd decoders bound their output with WithDecoderMaxMemory, so there
-	// is one pool per limit (in practice one).
+	// zstd decoders bound their output with WithDecoderMaxMemory and their
+	// window with WithDecoderMaxWindow, so there is one pool per limit (in
+	// practice one).
 	zstdDecoderPools sync.Map // int -> *sync.Pool
 )
+
+// maxZstdWindow bounds the window a zstd frame may declare (a streaming
+// decoder allocates its window up front, whatever the frame holds): 8 MiB
+// is the window of zstd level 19, the highest level outside the "ultra"
+// range, and far above what Kafka clients use (kgo: 64 KiB; the Java client
+// and librdkafka at their default levels: at most 2 MiB). A batch whose
+// frame declares more is refused as too large.
+const maxZstdWindow = 8 << 20
+
+// maxSnappyRatio bounds the output of snappy-compressed bytes: the densest
+// snappy element is a 3-byte copy of 64 bytes (21.3x), so a block that
+// declares more than 22 bytes out per byte in cannot be honest and is
+// refused before its declared size is allocated.
+const maxSnappyRatio = 22
 
 func zstdDecoders(limit int) *sync.Pool {
 	if p, ok := zstdDecoderPools.Load(limit); ok {
@@ -83,8 +101,9 @@ func zstdDecoders(limit int) *sync.Pool {
 			zstd.WithDecoderLowmem(true),
 			zstd.WithDecoderConcurrency(1),
 			zstd.WithDecoderMaxMemory(uint64(limit)),
+			zstd.WithDecoderMaxWindow(uint64(max(min(limit, maxZstdWindow), zstd.MinWindowSize))),
 		)
-		r := &zstdDecoder{d}
+		r := &zstdDecoder{inner: d}
 		runtime.SetFinalizer(r, func(r *zstdDecoder) { r.inner.Close() })
 		return r
 	}}
@@ -93,7 +112,11 @@ func zstdDecoders(limit int) *sync.Pool {
 }
 
 // decompress appends the decompressed form of src to dst (usually a pooled
-// slice of length 0), refusing output larger than max bytes.
+// slice of length 0), refusing output larger than limit bytes. Every codec
+// is read as a stream into dst, which grows as output arrives: no size a
+// frame declares (zstd's frame content size, snappy's decoded length) is
+// allocated on trust. (Snappy's block format cannot stream; its declared
+// length is allocated only when the input could produce it.)
 func decompress(dst, src []byte, codec int16, limit int) ([]byte, error) {
 	switch codec {
 	case codecNone:
@@ -115,11 +138,20 @@ func decompress(dst, src []byte, codec int16, limit int) ([]byte, error) {
 	case codecSnappy:
 		return decompressSnappy(dst, src, limit)
 	case codecZstd:
+		// Not DecodeAll: it allocates the frame content size a frame
+		// declares (up to the limit) before decoding a byte. The stream
+		// decoder is fed a bytes.Reader, which zstd does not turn back into
+		// a DecodeAll (it does that only for readers with a Bytes method).
 		pool := zstdDecoders(limit)
 		d := pool.Get().(*zstdDecoder)
 		defer pool.Put(d)
-		out, err := d.inner.DecodeAll(src, dst)
-		if errors.Is(err, zstd.ErrDecoderSizeExceeded) {
+		d.src.Reset(src)
+		if err := d.inner.Reset(&d.src); err != nil {
+			return dst, err
+		}
+		out, err := readAllLimit(dst, d.inner, limit)
+		d.src.Reset(nil)
+		if errors.Is(err, zstd.ErrDecoderSizeExceeded) || errors.Is(err, zstd.ErrWindowSizeExceeded) {
 			return dst, fmt.Errorf("%w: %w", ErrTooLarge, err)
 		}
 		return out, err
@@ -129,12 +161,14 @@ func decompress(dst, src []byte, codec int16, limit int) ([]byte, error) {
 }
 
 // readAllLimit reads r to EOF, appending to dst, and fails once more than
-// max bytes have been produced.
+// limit bytes have been produced. dst grows with the output (doubling, from
+// 4 KiB), never past limit+1 bytes of output: enough to see the overflow.
 func readAllLimit(dst []byte, r io.Reader, limit int) ([]byte, error) {
 	start := len(dst)
 	for {
 		if len(dst) == cap(dst) {
-			dst = slices.Grow(dst, max(4096, cap(dst)))
+			room := limit + 1 - (len(dst) - start) // >= 1: checked below
+			dst = slices.Grow(dst, min(max(4096, cap(dst)), room))
 		}
 		n, err := r.Read(dst[len(dst):cap(dst)])
 		dst = dst[:len(dst)+n]
@@ -171,12 +205,9 @@ func decompressSnappy(dst, src []byte, limit int) ([]byte, error) {
 	if isXerial(src) {
 		return xerialDecode(dst, src, limit)
 	}
-	l, err := s2.DecodedLen(src)
+	l, err := snappyDecodedLen(src, limit)
 	if err != nil {
 		return dst, err
-	}
-	if l > limit {
-		return dst, ErrTooLarge
 	}
 	dst = slices.Grow(dst, l)
 	if _, err := s2.Decode(dst[len(dst):len(dst)+l], src); err != nil {
@@ -194,12 +225,12 @@ func xerialDecode(dst, src []byte, limit int) ([]byte, error) {
 		if len(rem) < 4 {
 			return dst, errMalformedXerial
 		}
-		size := int32(binary.BigEndian.Uint32(rem))
+		size, ok := bounded(int64(int32(binary.BigEndian.Uint32(rem))), len(rem)-4)
 		rem = rem[4:]
-		if size < 0 || len(rem) < int(size) {
+		if !ok {
 			return dst, errMalformedXerial
 		}
-		l, err := s2.DecodedLen(rem[:size])
+		l, err := snappyDecodedLen(rem[:size], limit)
 		if err != nil {
 			return dst, err
 		}
@@ -221,6 +252,23 @@ func xerialDecode(dst, src []byte, limit int) ([]byte, error) {
 		src = src[size:]
 	}
 	return dst, nil
+}
+
+// snappyDecodedLen is the decoded length a raw snappy block declares,
+// refused (ErrTooLarge) above limit and (corrupt) above what the block's
+// bytes could produce.
+func snappyDecodedLen(block []byte, limit int) (int, error) {
+	l, err := s2.DecodedLen(block)
+	if err != nil {
+		return 0, err
+	}
+	if l > limit {
+		return 0, ErrTooLarge
+	}
+	if _, ok := bounded(int64(l), maxSnappyRatio*len(block)); !ok {
+		return 0, fmt.Errorf("snappy block of %d bytes declares %d bytes decoded", len(block), l)
+	}
+	return l, nil
 }
 
 // Encoders, with kgo's settings: gzip at the default level, lz4 frames at the

@@ -27,6 +27,16 @@
 // to the application rather than retrying), or forward the partition as is
 // if it does not need to look inside.
 //
+// Limits. Nothing read from a batch sizes an allocation unchecked (see
+// bound.go): a batch's declared record count must fit its offset range and
+// the bytes that hold it (a record is at least 7 bytes), offset deltas must
+// increase within the range the header declares, decompression streams into
+// a buffer that grows with the output and stops at
+// [Rewriter.MaxDecompressedBytes], and a rebuilt batch stops at
+// [Rewriter.MaxBatchBytes] (with [Rewriter.MinGrowth], a batch that could
+// exceed it is refused from its header alone). Each failure is an error for
+// that batch: ErrCorrupt or ErrTooLarge in a *BatchError.
+//
 // Compression. A rebuilt batch is recompressed with its own codec and kgo's
 // settings (gzip default level; lz4 frame, fastest level, pierrec defaults;
 // zstd default level, 64 KiB window). Snappy comes in two framings in
@@ -62,7 +72,8 @@ var (
 	// compressed data that does not decompress.
 	ErrCorrupt = errors.New("records: corrupt record batch")
 	// ErrTooLarge reports a batch that would decompress to more than the
-	// limit (see [Rewriter.MaxDecompressedBytes]).
+	// limit (see [Rewriter.MaxDecompressedBytes]), or whose rewritten
+	// records would exceed [Rewriter.MaxBatchBytes].
 	ErrTooLarge = errors.New("records: decompressed batch exceeds limit")
 	// ErrUnknownCodec reports compression attribute 5, 6 or 7.
 	ErrUnknownCodec = errors.New("records: unknown compression codec")
@@ -86,10 +97,15 @@ func (e *BatchError) Error() string {
 func (e *BatchError) Unwrap() error { return e.Err }
 
 // DefaultMaxDecompressedBytes bounds the decompressed size of one batch
-// when [Rewriter.MaxDecompressedBytes] is 0. It matches the default maximum
-// frame size of the proxy (and of the broker's socket.request.max.bytes)
-// with room for a 2.5x compression ratio.
-const DefaultMaxDecompressedBytes = 256 << 20
+// when [Rewriter.MaxDecompressedBytes] is 0: 64 times the broker's default
+// max.message.bytes (1 MiB), which bounds a batch's compressed size.
+const DefaultMaxDecompressedBytes = 64 << 20
+
+// DefaultMaxBatchBytes bounds the records section of a rebuilt batch (before
+// recompression) when [Rewriter.MaxBatchBytes] is 0: 16 times the broker's
+// default max.message.bytes, so an encrypted batch a broker could accept at
+// all is never refused by it.
+const DefaultMaxBatchBytes = 16 << 20
 
 // Batch header layout (magic 2), byte offsets from the start of the batch.
 const (
@@ -202,6 +218,20 @@ type Rewriter struct {
 	// (decompression bombs); 0 means DefaultMaxDecompressedBytes.
 	MaxDecompressedBytes int
 
+	// MaxBatchBytes bounds the records section of a batch the callback
+	// changed, as rebuilt before recompression (growth bombs: a batch of
+	// many tiny records, each made larger); 0 means DefaultMaxBatchBytes.
+	// Going past it is ErrTooLarge, noticed as the records are appended.
+	MaxBatchBytes int
+
+	// MinGrowth is the least number of bytes the callback adds to a
+	// record it changes (envelope overhead, say). When set, a batch whose
+	// declared record count times MinGrowth exceeds MaxBatchBytes is
+	// refused with ErrTooLarge before it is decompressed or any record is
+	// shown to the callback: the worst case is judged from the header,
+	// so a bomb costs nothing to refuse.
+	MinGrowth int
+
 	// Strict refuses input whose records the callback cannot see: magic
 	// 0/1 message sets (ErrLegacyFormat) and a truncated trailing batch
 	// (ErrPartial). Use it on the Produce path where a rule must not let a
@@ -240,6 +270,10 @@ func (rw *Rewriter) Rewrite(dst, batches []byte, fn func(r *Record) (changed boo
 	st := getState()
 	defer st.release()
 	st.in, st.dst, st.limit = batches, dst, rw.limit()
+	st.maxBatch, st.minGrowth = rw.maxBatch(), 0
+	if rw != nil && rw.MinGrowth > 0 {
+		st.minGrowth = rw.MinGrowth
+	}
 
 	for pos := 0; pos < len(batches); {
 		n, kind, err := frame(batches[pos:])
@@ -276,6 +310,13 @@ func (rw *Rewriter) limit() int {
 		return DefaultMaxDecompressedBytes
 	}
 	return rw.MaxDecompressedBytes
+}
+
+func (rw *Rewriter) maxBatch() int {
+	if rw == nil || rw.MaxBatchBytes <= 0 {
+		return DefaultMaxBatchBytes
+	}
+	return rw.MaxBatchBytes
 }
 
 const (
@@ -328,6 +369,9 @@ type state struct {
 	in, dst, out []byte
 	started      bool
 	limit        int
+	maxBatch     int   // bound on a rebuilt records section
+	minGrowth    int   // Rewriter.MinGrowth, 0 outside Rewrite
+	prevDelta    int64 // offset delta of the previous record of the batch
 
 	hdr  kmsg.RecordBatch
 	kr   kmsg.Record
@@ -346,6 +390,7 @@ func getState() *state { return states.Get().(*state) }
 
 func (st *state) release() {
 	st.in, st.dst, st.out, st.started = nil, nil, nil, false
+	st.minGrowth = 0
 	st.hdr.Records = nil
 	st.kr = kmsg.Record{}
 	st.rec = Record{}
@@ -399,15 +444,35 @@ func (st *state) openBatch(raw []byte, checkCRC bool) (body []byte, control bool
 			return nil, false, corrupt("CRC mismatch: batch says %08x, computed %08x", uint32(hdr.CRC), got)
 		}
 	}
-	if hdr.NumRecords < 0 {
+	st.prevDelta = -1
+	// The declared count, judged before anything is decompressed: it must
+	// fit the batch's offset range, and the bytes that could hold it.
+	n := int64(hdr.NumRecords)
+	if n < 0 {
 		return nil, false, corrupt("negative record count %d", hdr.NumRecords)
+	}
+	if n > 0 && n > int64(hdr.LastOffsetDelta)+1 {
+		return nil, false, corrupt("%d records declared in an offset range of %d", n, int64(hdr.LastOffsetDelta)+1)
 	}
 	codec := hdr.Attributes & attrCompression
 	if codec > codecZstd {
 		return nil, false, fmt.Errorf("%w: %d", ErrUnknownCodec, codec)
 	}
-	if codec == codecNone || hdr.NumRecords == 0 {
+	if n == 0 {
 		return hdr.Records, false, nil
+	}
+	if st.minGrowth > 0 && n > int64(st.maxBatch/st.minGrowth) {
+		return nil, false, fmt.Errorf("%w: %d records, each growing by at least %d bytes, exceed the %d byte bound on a rewritten batch",
+			ErrTooLarge, n, st.minGrowth, st.maxBatch)
+	}
+	if codec == codecNone {
+		if _, ok := bounded(n, maxRecords(len(hdr.Records))); !ok {
+			return nil, false, corrupt("%d records declared in %d bytes", n, len(hdr.Records))
+		}
+		return hdr.Records, false, nil
+	}
+	if _, ok := bounded(n, maxRecords(st.limit)); !ok {
+		return nil, false, fmt.Errorf("%w: %d records declared, more than %d decompressed bytes can hold", ErrTooLarge, n, st.limit)
 	}
 	st.dec, err = decompress(st.dec[:0], hdr.Records, codec, st.limit)
 	if err != nil {
@@ -416,6 +481,9 @@ func (st *state) openBatch(raw []byte, checkCRC bool) (body []byte, control bool
 		}
 		return nil, false, corrupt("%s decompression: %v", Codec(hdr.Attributes), err)
 	}
+	if _, ok := bounded(n, maxRecords(len(st.dec))); !ok {
+		return nil, false, corrupt("%d records declared in %d decompressed bytes", n, len(st.dec))
+	}
 	return st.dec, false, nil
 }
 
@@ -423,10 +491,14 @@ func (st *state) openBatch(raw []byte, checkCRC bool) (body []byte, control bool
 // it ends.
 func (st *state) readRecord(body []byte, p int) (int, error) {
 	l, n := binary.Varint(body[p:])
-	if n <= 0 || l < 0 || l > int64(len(body)-p-n) {
+	if n <= 0 {
 		return 0, corrupt("bad record length at byte %d of the records section", p)
 	}
-	end := p + n + int(l)
+	ln, ok := bounded(l, len(body)-p-n)
+	if !ok {
+		return 0, corrupt("bad record length at byte %d of the records section", p)
+	}
+	end := p + n + ln
 	kr := &st.kr
 	kr.Headers = st.hdrs[:0]
 	if err := kr.UnsafeReadFrom(body[p:end]); err != nil {
@@ -437,6 +509,13 @@ func (st *state) readRecord(body []byte, p int) (int, error) {
 	rec.Key, rec.Value, rec.Headers = kr.Key, kr.Value, kr.Headers
 	rec.attrs, rec.tsDelta, rec.offDelta = kr.Attributes, kr.TimestampDelta64, kr.OffsetDelta
 	rec.batch = &st.hdr
+	// Offsets increase within a batch (with gaps after compaction) and stay
+	// within the range the header declares: a batch of records that all
+	// claim offset delta 0 (which compresses to almost nothing) is corrupt.
+	if d := int64(kr.OffsetDelta); d <= st.prevDelta || d > int64(st.hdr.LastOffsetDelta) {
+		return 0, corrupt("record at byte %d has offset delta %d after %d (last offset delta %d)", p, d, st.prevDelta, st.hdr.LastOffsetDelta)
+	}
+	st.prevDelta = int64(kr.OffsetDelta)
 	return end, nil
 }
 
@@ -494,6 +573,15 @@ func (st *state) rewriteBatch(pos int, raw []byte, fn func(*Record) (bool, error
 				st.out = append(st.out, body[p:end]...)
 			} else {
 				st.body = append(st.body, body[p:end]...)
+			}
+		}
+		if rebuilt {
+			size := len(st.body)
+			if codec == codecNone {
+				size = len(st.out) - batchStart - batchHeaderLen
+			}
+			if size > st.maxBatch {
+				return &BatchError{Pos: pos, BaseOffset: st.hdr.FirstOffset, Err: fmt.Errorf("%w: rewritten records exceed %d bytes", ErrTooLarge, st.maxBatch)}
 			}
 		}
 		// Keep the header slice the callback grew (by adding headers) for
