@@ -1,0 +1,189 @@
+package policy
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/strait-proxy/strait/crypto/fields"
+)
+
+// The JSON walkers of crypto/fields find the selected values of a document
+// without decoding the rest. Their Seal callback receives each selected
+// value as a sub-slice of the input (documented: "plaintext aliases the
+// input value"), so its position is cap(value)-cap(plaintext). The policy
+// uses a walker only to find spans, and splices the replacements itself:
+// every byte outside a changed field stays as it was.
+
+type span struct {
+	start, end int
+	act        action
+}
+
+// counts are the field changes of one decision batch.
+type counts struct {
+	redacted, masked, tokenized, encrypted int
+}
+
+// applier holds the scratch of one response (not shared between
+// goroutines).
+type applier struct {
+	spans   []span
+	scratch []byte
+	out     []byte
+	tok     *tokenizer
+	vals    [][]byte
+	cur     *group
+	value   []byte
+	err     error
+}
+
+var errAlias = errors.New("policy: walker returned a value that does not alias the input")
+
+// locate is the SealFunc that records spans.
+func (ap *applier) locate(_ string, pt []byte) ([]byte, error) {
+	off := cap(ap.value) - cap(pt)
+	if len(pt) == 0 || off < 0 || off+len(pt) > len(ap.value) || &ap.value[off] != &pt[0] {
+		return nil, errAlias
+	}
+	ap.spans = append(ap.spans, span{off, off + len(pt), ap.cur.act})
+	return nil, nil
+}
+
+// extract finds the raw values of paths (a walker over exactly those
+// paths; canon are their canonical forms) in value; vals[i] is nil where
+// a path is absent.
+func (ap *applier) extract(w fields.Walker, canon []string, value []byte) ([][]byte, error) {
+	ap.vals = ap.vals[:0]
+	for range canon {
+		ap.vals = append(ap.vals, nil)
+	}
+	ap.value = value
+	var err error
+	ap.scratch, err = w.Seal(ap.scratch[:0], value, func(p string, pt []byte) ([]byte, error) {
+		for i, c := range canon {
+			if c == p {
+				ap.vals[i] = pt
+			}
+		}
+		return nil, nil
+	})
+	ap.value = nil
+	return ap.vals, err
+}
+
+// apply rewrites value by decision d. stillEncrypted says the record
+// still carries Strait's encryption header (the encrypted action leaves
+// such a field as it is; on a decrypted record it redacts). It returns the
+// new value (valid until the next call) and whether anything changed.
+func (ap *applier) apply(d *decision, value []byte, stillEncrypted bool, c *counts) ([]byte, bool, error) {
+	if len(d.groups) == 0 || value == nil {
+		return value, false, nil
+	}
+	ap.spans = ap.spans[:0]
+	ap.value = value
+	for i := range d.groups {
+		ap.cur = &d.groups[i]
+		var err error
+		ap.scratch, err = ap.cur.walker.Seal(ap.scratch[:0], value, ap.locate)
+		if err != nil {
+			ap.value, ap.cur = nil, nil
+			return nil, false, err
+		}
+	}
+	ap.value, ap.cur = nil, nil
+	if len(ap.spans) == 0 {
+		return value, false, nil
+	}
+	sort.Slice(ap.spans, func(i, j int) bool { return ap.spans[i].start < ap.spans[j].start })
+	out := ap.out[:0]
+	last := 0
+	changed := false
+	for _, s := range ap.spans {
+		if s.start < last { // inside a field already replaced
+			continue
+		}
+		raw := value[s.start:s.end]
+		k := s.act.kind
+		if k == kEncrypted && stillEncrypted {
+			c.encrypted++
+			continue
+		}
+		out = append(out, value[last:s.start]...)
+		var err error
+		switch k {
+		case kRedact, kEncrypted:
+			out = append(out, "null"...)
+			c.redacted++
+		case kMask:
+			out = maskJSON(out, raw, s.act)
+			c.masked++
+		case kTokenize:
+			if ap.tok == nil {
+				return nil, false, errors.New("policy: tokenize needs tokenize.key_env or tokenize.key_file")
+			}
+			out, err = tokenJSON(out, raw, ap.tok)
+			if err != nil {
+				return nil, false, err
+			}
+			c.tokenized++
+		}
+		last = s.end
+		changed = true
+	}
+	if !changed {
+		return value, false, nil
+	}
+	out = append(out, value[last:]...)
+	ap.out = out
+	return out, true, nil
+}
+
+// stringBody returns the body of a JSON string without escapes, or nil.
+func stringBody(raw []byte) []byte {
+	if len(raw) >= 2 && raw[0] == '"' && bytes.IndexByte(raw, '\\') < 0 {
+		return raw[1 : len(raw)-1]
+	}
+	return nil
+}
+
+// maskJSON appends the masked JSON string for raw.
+func maskJSON(dst, raw []byte, a action) []byte {
+	if a.with != "" {
+		q, _ := json.Marshal(a.with)
+		return append(dst, q...)
+	}
+	body := stringBody(raw)
+	if body == nil {
+		if raw[0] == '"' || raw[0] == '-' || raw[0] >= '0' && raw[0] <= '9' {
+			// a string with escapes or a number: its text, fully masked
+			// when it has escapes (keeping a tail could split one).
+			body = raw
+			if raw[0] == '"' {
+				a.keepLast = 0
+				body = raw[1 : len(raw)-1]
+			}
+		} else {
+			return append(dst, `"****"`...) // objects, arrays, booleans
+		}
+	}
+	dst = append(dst, '"')
+	dst = mask(dst, body, a)
+	return append(dst, '"')
+}
+
+// tokenJSON appends the token of raw as a JSON string.
+func tokenJSON(dst, raw []byte, t *tokenizer) ([]byte, error) {
+	body := stringBody(raw)
+	if body == nil {
+		body = raw
+	}
+	dst = append(dst, '"')
+	dst, err := t.token(dst, body)
+	if err != nil {
+		return dst, fmt.Errorf("policy: tokenize: %w", err)
+	}
+	return append(dst, '"'), nil
+}

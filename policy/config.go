@@ -1,0 +1,278 @@
+package policy
+
+import (
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path"
+	"strings"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/strait-proxy/strait/config"
+	"github.com/strait-proxy/strait/crypto/fields"
+)
+
+// Name is the interceptor's name in the registry.
+const Name = "policy"
+
+// DefaultQuery is the rule whose value is the decision for one record.
+const DefaultQuery = "data.strait.decision"
+
+// Config configures the policy interceptor.
+type Config struct {
+	// Policies are .rego files or directories of them (read recursively;
+	// *_test.rego files are left to `strait policy test`).
+	Policies []string `json:"policies,omitempty"`
+	// Bundle is an OPA bundle: a directory or a .tar.gz file (its data.json
+	// files become data.*, its manifest revision the policy revision).
+	Bundle string `json:"bundle,omitempty"`
+	// Query is the rule that holds the decision (default data.strait.decision).
+	Query string `json:"query,omitempty"`
+	// Catalog is the data classification file (YAML or JSON).
+	Catalog string `json:"catalog,omitempty"`
+	// OnError says what happens to a record the policy could not decide
+	// (evaluation error, timeout, no decision, malformed decision): "drop"
+	// (default) or "redact" (every classified field redacted). Never allow.
+	OnError string `json:"on_error,omitempty"`
+	// PerRecord forces (true) or forbids (false) per-record evaluation.
+	// Unset: decided from the input paths the policy reads.
+	PerRecord *bool `json:"per_record,omitempty"`
+	// CacheSize bounds the decision cache (entries; default 65536).
+	CacheSize int `json:"cache_size,omitempty"`
+	// EvalTimeout bounds one evaluation (default 100ms).
+	EvalTimeout config.Duration `json:"eval_timeout,omitempty"`
+	// Tokenize configures the tokenize action.
+	Tokenize *Tokenize `json:"tokenize,omitempty"`
+	// Audit configures the audit log.
+	Audit *Audit `json:"audit,omitempty"`
+	// Reload: policies and catalog are re-read on SIGHUP and, when
+	// Interval is set, when a file changes.
+	Reload *Reload `json:"reload,omitempty"`
+}
+
+// Tokenize is the key of the tokenize action.
+type Tokenize struct {
+	// KeyEnv names an environment variable holding the key, hex encoded
+	// (32 bytes). Secrets never sit in config files.
+	KeyEnv string `json:"key_env,omitempty"`
+	// KeyFile is a file holding the hex key.
+	KeyFile string `json:"key_file,omitempty"`
+	// FF1 tokenizes strings of 6 or more digits format-preserving (NIST SP
+	// 800-38G FF1, radix 10) instead of with an HMAC token. Default true.
+	FF1 *bool `json:"ff1,omitempty"`
+}
+
+// Audit is where audit lines go.
+type Audit struct {
+	// Output: "stdout", "stderr" or a file path (appended to).
+	Output string `json:"output"`
+}
+
+// Reload configures hot reload.
+type Reload struct {
+	// Interval polls the policy, bundle and catalog files for changes
+	// ("2s"); 0 turns polling off (SIGHUP still reloads).
+	Interval config.Duration `json:"interval,omitempty"`
+}
+
+// Catalog is the data classification file: which fields of which topics
+// carry which classifications, and what each classification does by
+// default.
+type Catalog struct {
+	// Classifications map a classification ("PII/Financial") to its
+	// defaults.
+	Classifications map[string]Classification `json:"classifications,omitempty"`
+	// Topics classify fields, first match wins.
+	Topics []TopicFields `json:"topics,omitempty"`
+}
+
+// Classification is what a classification means.
+type Classification struct {
+	// Action applies to fields of this classification when the policy's
+	// decision does not name them: clear (default), redact, mask,
+	// tokenize or encrypted.
+	Action string `json:"action,omitempty"`
+	// KeepLast, for mask, keeps the last N characters.
+	KeepLast int `json:"keep_last,omitempty"`
+	// Description is for people.
+	Description string `json:"description,omitempty"`
+}
+
+// TopicFields classifies the fields of the values of some topics.
+type TopicFields struct {
+	// Topics are names or globs.
+	Topics []string `json:"topics"`
+	// Format of the values: json (default). (Avro and Protobuf values are
+	// not supported by the policy interceptor yet.)
+	Format string `json:"format,omitempty"`
+	// Fields map a path ($.a.b, $.items[*].c) to its classifications.
+	Fields map[string][]string `json:"fields"`
+}
+
+func (c *Config) validate() config.Errors {
+	var errs config.Errors
+	add := func(p, f string, a ...any) { errs = append(errs, p+": "+fmt.Sprintf(f, a...)) }
+	if len(c.Policies) == 0 && c.Bundle == "" {
+		add("policies", "required: .rego files or directories (or a bundle)")
+	}
+	for i, p := range c.Policies {
+		if p == "" {
+			add(fmt.Sprintf("policies[%d]", i), "empty path")
+		}
+	}
+	if c.Query != "" && !strings.HasPrefix(c.Query, "data.") {
+		add("query", "%q: must be a rule under data, such as data.strait.decision", c.Query)
+	}
+	switch c.OnError {
+	case "", "drop", "redact":
+	default:
+		add("on_error", "%q: drop or redact (a record the policy cannot decide is never allowed through)", c.OnError)
+	}
+	if c.CacheSize < 0 {
+		add("cache_size", "must not be negative")
+	}
+	if c.EvalTimeout < 0 {
+		add("eval_timeout", "must not be negative")
+	}
+	if t := c.Tokenize; t != nil {
+		if (t.KeyEnv == "") == (t.KeyFile == "") {
+			add("tokenize", "set one of key_env or key_file")
+		}
+	}
+	if a := c.Audit; a != nil && a.Output == "" {
+		add("audit.output", "required: stdout, stderr or a file path")
+	}
+	if r := c.Reload; r != nil && r.Interval < 0 {
+		add("reload.interval", "must not be negative")
+	}
+	return errs
+}
+
+// tokenKey reads the tokenization key.
+func (t *Tokenize) key() ([]byte, error) {
+	var s, where string
+	if t.KeyEnv != "" {
+		s, where = os.Getenv(t.KeyEnv), "tokenize.key_env: $"+t.KeyEnv
+		if s == "" {
+			return nil, fmt.Errorf("%s is not set", where)
+		}
+	} else {
+		b, err := os.ReadFile(t.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("tokenize.key_file: %v", err)
+		}
+		s, where = string(b), "tokenize.key_file"
+	}
+	k, err := hex.DecodeString(strings.TrimSpace(s))
+	if err != nil || len(k) != 32 {
+		return nil, fmt.Errorf("%s: want 32 bytes, hex encoded (64 characters)", where)
+	}
+	return k, nil
+}
+
+// LoadCatalog reads and checks a catalog file. Errors name the path inside
+// the file ("topics[0].fields[$.x]").
+func LoadCatalog(file string) (*Catalog, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("catalog: %v", err)
+	}
+	return ParseCatalog(b, file)
+}
+
+// ParseCatalog parses catalog YAML or JSON; name prefixes errors.
+func ParseCatalog(b []byte, name string) (*Catalog, error) {
+	j, err := yaml.YAMLToJSON(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %v", name, err)
+	}
+	var c Catalog
+	if err := config.DecodeStrict(j, &c, name); err != nil {
+		return nil, err
+	}
+	if errs := c.check(name); len(errs) > 0 {
+		return nil, errs
+	}
+	return &c, nil
+}
+
+func (c *Catalog) check(prefix string) config.Errors {
+	var errs config.Errors
+	add := func(p, f string, a ...any) { errs = append(errs, prefix+"."+p+": "+fmt.Sprintf(f, a...)) }
+	for name, cl := range c.Classifications {
+		p := "classifications[" + name + "]"
+		if name == "" {
+			add(p, "empty classification name")
+		}
+		switch cl.Action {
+		case "", actClear, actRedact, actMask, actTokenize, actEncrypted:
+		default:
+			add(p+".action", "%q: clear, redact, mask, tokenize or encrypted", cl.Action)
+		}
+		if cl.KeepLast < 0 {
+			add(p+".keep_last", "must not be negative")
+		}
+	}
+	for i, t := range c.Topics {
+		p := fmt.Sprintf("topics[%d]", i)
+		if len(t.Topics) == 0 {
+			add(p+".topics", "required")
+		}
+		for j, g := range t.Topics {
+			if _, err := path.Match(g, ""); err != nil || g == "" {
+				add(fmt.Sprintf("%s.topics[%d]", p, j), "%q is not a topic name or glob", g)
+			}
+		}
+		switch t.Format {
+		case "", "json":
+		case "avro", "protobuf":
+			add(p+".format", "%s values are not supported by the policy interceptor yet (json only)", t.Format)
+		default:
+			add(p+".format", "%q: json", t.Format)
+		}
+		if len(t.Fields) == 0 {
+			add(p+".fields", "required: path -> classifications")
+		}
+		var paths []string
+		for fp, cls := range t.Fields {
+			if _, err := fields.ParsePath(fp); err != nil {
+				add(p+".fields["+fp+"]", "%v", err)
+				continue
+			}
+			paths = append(paths, fp)
+			if len(cls) == 0 {
+				add(p+".fields["+fp+"]", "list at least one classification")
+			}
+			for _, cl := range cls {
+				if _, ok := c.Classifications[cl]; !ok {
+					add(p+".fields["+fp+"]", "classification %q is not defined under classifications", cl)
+				}
+			}
+		}
+		if len(paths) > 0 {
+			if _, err := fields.NewJSON(paths); err != nil {
+				add(p+".fields", "%v", err)
+			}
+		}
+	}
+	return errs
+}
+
+// topic returns the classified fields of topic, nil if none.
+func (c *Catalog) topic(name string) *TopicFields {
+	if c == nil {
+		return nil
+	}
+	for i := range c.Topics {
+		for _, g := range c.Topics[i].Topics {
+			if g == name {
+				return &c.Topics[i]
+			}
+			if ok, _ := path.Match(g, name); ok {
+				return &c.Topics[i]
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,550 @@
+// Package policy is Strait's policy interceptor: on Fetch and ShareFetch
+// responses it asks an embedded OPA policy, per record or once per
+// (principal, topic, inputs read), whether the consumer gets the record,
+// and which fields it sees in clear, redacted, masked, tokenized or still
+// encrypted. It fails closed: a record the policy could not decide is
+// dropped or has every classified field redacted, never passed as is.
+//
+// See docs/policy.md.
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/strait-proxy/strait/crypto/envelope"
+	"github.com/strait-proxy/strait/interceptor"
+	"github.com/strait-proxy/strait/metadata"
+	"github.com/strait-proxy/strait/records"
+)
+
+// Env is what the interceptor needs from the process.
+type Env struct {
+	Logger  *slog.Logger
+	Metrics prometheus.Registerer
+	// Topics resolves topic ids (Fetch v13+, ShareFetch) to names.
+	Topics *metadata.TopicNames
+}
+
+// Policy is a running policy interceptor's state.
+type Policy struct {
+	cfg     Config
+	log     *slog.Logger
+	topics  *metadata.TopicNames
+	m       *metrics
+	st      atomic.Pointer[runtime]
+	tok     *tokenizer
+	audit   *auditLog
+	timeout time.Duration
+	burst   burstLog
+	rw      records.Rewriter
+	stop    chan struct{}
+	stopped sync.Once
+	wg      sync.WaitGroup
+}
+
+// runtime is one version of the policy with its caches; a reload swaps it
+// whole, so one partition is decided by one version.
+type runtime struct {
+	c       *Compiled
+	cache   decisionCache
+	walkers walkerCache
+	topics  sync.Map // name -> *topicInfo
+}
+
+func (rt *runtime) topic(name string) *topicInfo {
+	if v, ok := rt.topics.Load(name); ok {
+		return v.(*topicInfo)
+	}
+	ti := newTopicInfo(rt.c.Catalog, name)
+	v, _ := rt.topics.LoadOrStore(name, ti)
+	return v.(*topicInfo)
+}
+
+// New builds the policy interceptor.
+func New(cfg Config, env Env) (*interceptor.Interceptor, error) {
+	p, err := NewPolicy(cfg, env)
+	if err != nil {
+		return nil, err
+	}
+	return p.Interceptor(), nil
+}
+
+// NewPolicy loads the policy; Interceptor wraps it.
+func NewPolicy(cfg Config, env Env) (*Policy, error) {
+	c, err := Load(cfg)
+	if err != nil {
+		return nil, err
+	}
+	log := env.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	reg := env.Metrics
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	p := &Policy{cfg: cfg, log: log, topics: env.Topics, m: newMetrics(reg), stop: make(chan struct{})}
+	p.burst.log = log
+	if p.topics == nil {
+		p.topics = metadata.NewTopicNames()
+	}
+	p.timeout = cfg.EvalTimeout.D()
+	if p.timeout == 0 {
+		p.timeout = 100 * time.Millisecond
+	}
+	if cfg.Tokenize != nil {
+		key, err := cfg.Tokenize.key()
+		if err != nil {
+			return nil, err
+		}
+		if p.tok, err = newTokenizer(key, cfg.Tokenize.FF1 == nil || *cfg.Tokenize.FF1); err != nil {
+			return nil, fmt.Errorf("tokenize: %v", err)
+		}
+	}
+	if cfg.Audit != nil {
+		if p.audit, err = openAudit(cfg.Audit.Output); err != nil {
+			return nil, err
+		}
+	}
+	p.swap(c)
+	p.startReload()
+	log.Info("policy loaded", "revision", c.Revision, "query", c.query, "reads", c.reads.refs,
+		"per_record", c.reads.record(), "cached", c.reads.cacheable())
+	return p, nil
+}
+
+func (p *Policy) swap(c *Compiled) {
+	size := p.cfg.CacheSize
+	if size == 0 {
+		size = 65536
+	}
+	rt := &runtime{c: c}
+	rt.cache.max = size
+	p.st.Store(rt)
+}
+
+// Revision is the revision of the policy in force.
+func (p *Policy) Revision() string { return p.st.Load().c.Revision }
+
+// Interceptor returns the interceptor.
+func (p *Policy) Interceptor() *interceptor.Interceptor {
+	return &interceptor.Interceptor{
+		Name: Name,
+		Hooks: []interceptor.Hook{
+			{Key: 1, Response: p.onFetch},
+			{Key: 78, Response: p.onShareFetch},
+		},
+		Close: p.Close,
+	}
+}
+
+// Close stops reloading and closes the audit log.
+func (p *Policy) Close() error {
+	p.stopped.Do(func() { close(p.stop) })
+	p.wg.Wait()
+	if p.audit != nil {
+		return p.audit.close()
+	}
+	return nil
+}
+
+func connOf(x *interceptor.Exchange) *Conn {
+	c := &Conn{Listener: x.Conn.Listener, ClientID: x.Conn.ClientID(), Principal: x.Conn.Principal()}
+	if x.Conn.RemoteAddr != nil {
+		c.ClientAddr = x.Conn.RemoteAddr.String()
+	}
+	return c
+}
+
+// arena is the pooled output buffer of one response.
+type arena struct {
+	ref *[]byte
+	b   []byte
+}
+
+var arenas = sync.Pool{New: func() any { return new([]byte) }}
+
+func (a *arena) buf(x *interceptor.Exchange) []byte {
+	if a.ref == nil {
+		a.ref = arenas.Get().(*[]byte)
+		a.b = (*a.ref)[:0]
+		x.OnDone(func() {
+			if cap(a.b) <= 16<<20 {
+				*a.ref = a.b[:0]
+				arenas.Put(a.ref)
+			}
+		})
+	}
+	return a.b
+}
+
+func (a *arena) keep(out []byte) []byte {
+	start := len(a.b)
+	a.b = out
+	return out[start:len(out):len(out)]
+}
+
+func (p *Policy) onFetch(ctx context.Context, x *interceptor.Exchange) error {
+	resp := x.Response.(*kmsg.FetchResponse)
+	rt := p.st.Load()
+	conn := connOf(x)
+	ap := &applier{tok: p.tok}
+	var ar arena
+	changed := false
+	for ti := range resp.Topics {
+		t := &resp.Topics[ti]
+		name := t.Topic
+		var nameErr error
+		if x.Version >= 13 {
+			name, nameErr = p.topics.Resolve(ctx, t.TopicID)
+		}
+		for pi := range t.Partitions {
+			pt := &t.Partitions[pi]
+			if len(pt.RecordBatches) == 0 {
+				continue
+			}
+			if nameErr != nil {
+				// Fail closed: without the name there is no policy to
+				// apply. The client refreshes metadata and retries.
+				pt.ErrorCode, pt.RecordBatches = kerr.UnknownTopicID.Code, nil
+				changed = true
+				p.m.failures.WithLabelValues("topic").Inc()
+				p.burst.error("fetch partition refused: topic id not resolvable", "partition", pt.Partition, "err", nameErr)
+				continue
+			}
+			out, ch, err := p.partition(ctx, rt, ap, &ar, x, conn, name, pt.Partition, pt.RecordBatches)
+			if err != nil {
+				pt.ErrorCode, pt.RecordBatches = kerr.CorruptMessage.Code, nil
+				changed = true
+				p.burst.error("fetch partition refused: records could not be read", "topic", name, "partition", pt.Partition, "err", err)
+				continue
+			}
+			if ch {
+				pt.RecordBatches, changed = out, true
+			}
+		}
+	}
+	if changed {
+		x.MarkModified()
+	}
+	return nil
+}
+
+func (p *Policy) onShareFetch(ctx context.Context, x *interceptor.Exchange) error {
+	resp := x.Response.(*kmsg.ShareFetchResponse)
+	rt := p.st.Load()
+	conn := connOf(x)
+	ap := &applier{tok: p.tok}
+	var ar arena
+	changed := false
+	for ti := range resp.Topics {
+		t := &resp.Topics[ti]
+		name, nameErr := p.topics.Resolve(ctx, t.TopicID)
+		for pi := range t.Partitions {
+			pt := &t.Partitions[pi]
+			if len(pt.Records) == 0 {
+				continue
+			}
+			if nameErr != nil || name == "" {
+				msg := "strait: topic id not resolvable; policy cannot apply"
+				pt.ErrorCode, pt.ErrorMessage, pt.Records, pt.AcquiredRecords = kerr.UnknownTopicID.Code, &msg, nil, nil
+				changed = true
+				p.m.failures.WithLabelValues("topic").Inc()
+				p.burst.error("share fetch partition refused: topic id not resolvable", "partition", pt.Partition, "err", nameErr)
+				continue
+			}
+			out, ch, err := p.partition(ctx, rt, ap, &ar, x, conn, name, pt.Partition, pt.Records)
+			if err != nil {
+				msg := "strait: " + err.Error()
+				pt.ErrorCode, pt.ErrorMessage, pt.Records, pt.AcquiredRecords = kerr.CorruptMessage.Code, &msg, nil, nil
+				changed = true
+				p.burst.error("share fetch partition refused: records could not be read", "topic", name, "partition", pt.Partition, "err", err)
+				continue
+			}
+			if ch {
+				pt.Records, changed = out, true
+			}
+		}
+	}
+	if changed {
+		x.MarkModified()
+	}
+	return nil
+}
+
+var errLegacy = errors.New("magic 0/1 message set: the policy cannot read it")
+
+// partition decides on the records of one partition's batches.
+func (p *Policy) partition(ctx context.Context, rt *runtime, ap *applier, ar *arena, x *interceptor.Exchange,
+	conn *Conn, topic string, part int32, batches []byte) ([]byte, bool, error) {
+	rd := &rt.c.reads
+	ti := rt.topic(topic)
+	pc := newPartCtx(rd, conn, topic, part, ti)
+	b := batchAudit{first: -1, last: -1}
+
+	// Message sets of magic 0/1 would pass the rewriter unseen: refuse.
+	if err := records.Walk(batches, func(bt *records.Batch) error {
+		if !bt.Partial && bt.Magic < 2 {
+			return errLegacy
+		}
+		return nil
+	}); err != nil {
+		return nil, false, err
+	}
+
+	var whole *decision
+	if !rd.record() {
+		whole = p.decide(ctx, rt, pc, nil, nil)
+		if !whole.drop && len(whole.groups) == 0 {
+			// Deliver as is: count for the audit line without decoding.
+			_ = records.Walk(batches, func(bt *records.Batch) error {
+				if !bt.Partial && bt.Magic == 2 && !bt.IsControl() && bt.Header.NumRecords > 0 {
+					b.span(bt.Header.FirstOffset, bt.Header.FirstOffset+int64(bt.Header.LastOffsetDelta))
+					b.delivered += int(bt.Header.NumRecords)
+				}
+				return nil
+			})
+			p.finish(rt, pc, &b, whole)
+			return batches, false, nil
+		}
+	}
+	key := pc.key
+	out, changed, err := p.rw.Filter(ar.buf(x), batches, func(rec *records.Record) (records.Verdict, error) {
+		off := rec.Offset()
+		b.span(off, off)
+		d := whole
+		if d == nil {
+			var vals [][]byte
+			k := key
+			if len(rd.valuePaths) > 0 && rec.Value != nil {
+				var err error
+				if vals, err = ap.extract(rd.valWalker, rd.valuePaths, rec.Value); err != nil {
+					d = failClosed(p.cfg.OnError, ti, &rt.walkers, "value")
+				}
+			}
+			if d == nil {
+				if rd.cacheable() {
+					k = recordKey(k, rd, rec, vals)
+				}
+				d = p.decide(ctx, rt, pc, rec, vals, k...)
+				if rd.cacheable() {
+					key = k[:len(pc.key)] // reuse the buffer
+				}
+			}
+		}
+		if d.failed != "" {
+			b.failed++
+		}
+		if d.drop {
+			b.dropped++
+			return records.Drop, nil
+		}
+		b.delivered++
+		if len(d.groups) == 0 || rec.Value == nil {
+			return records.Keep, nil
+		}
+		_, enc := rec.Header(envelope.HeaderKey)
+		v, ch, err := ap.apply(d, rec.Value, enc, &b.counts)
+		if err != nil {
+			// The value could not be read as JSON: fail closed.
+			p.m.failures.WithLabelValues("value").Inc()
+			p.burst.error("record failed closed: its value could not be rewritten", "topic", topic, "partition", part, "offset", off, "err", err)
+			b.failed++
+			b.delivered--
+			if p.cfg.OnError == "redact" {
+				// Nothing classified can be shown without reading it.
+				rec.Value = nil
+				b.delivered++
+				b.redacted++
+				return records.Changed, nil
+			}
+			b.dropped++
+			return records.Drop, nil
+		}
+		if !ch {
+			return records.Keep, nil
+		}
+		rec.Value = v
+		return records.Changed, nil
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	p.finish(rt, pc, &b, whole)
+	if !changed {
+		return batches, false, nil
+	}
+	return ar.keep(out), true, nil
+}
+
+// recordKey appends the record parts the policy reads to the key.
+func recordKey(k []byte, rd *reads, rec *records.Record, vals [][]byte) []byte {
+	if rd.key {
+		if rec.Key == nil {
+			k = append(k, 0xff)
+		} else {
+			k = appendPart(k, rec.Key)
+		}
+	}
+	if rd.headers {
+		for i := range rec.Headers {
+			k = appendPart(appendPart(k, rec.Headers[i].Key), rec.Headers[i].Value)
+		}
+		k = append(k, 0xfe)
+	}
+	for _, n := range rd.headerNames {
+		if v, ok := rec.Header(n); ok {
+			k = appendPart(k, v)
+		} else {
+			k = append(k, 0xff)
+		}
+	}
+	for _, v := range vals {
+		if v == nil {
+			k = append(k, 0xff)
+		} else {
+			k = appendPart(k, v)
+		}
+	}
+	if len(rd.valuePaths) > 0 && vals == nil { // null value (tombstone)
+		k = append(k, 0xfd)
+	}
+	return k
+}
+
+// decide returns the decision for the partition (rec nil) or one record,
+// from the cache when the inputs the policy reads were seen before.
+func (p *Policy) decide(ctx context.Context, rt *runtime, pc *partCtx, rec *records.Record, vals [][]byte, key ...byte) *decision {
+	rd := &rt.c.reads
+	cacheable := rd.cacheable()
+	if rec == nil {
+		key = pc.key
+	}
+	if cacheable {
+		if d, ok := rt.cache.get(key); ok {
+			p.m.cacheHits.Inc()
+			return d
+		}
+	}
+	p.m.evals.Inc()
+	in, err := inputFor(rd, pc, rec, vals)
+	if err != nil {
+		return p.failed(rt, pc, "value", err)
+	}
+	ectx, cancel := context.WithTimeout(ctx, p.timeout)
+	rs, err := rt.c.pq.Eval(ectx, rego.EvalParsedInput(in))
+	cancel()
+	if err != nil {
+		reason := "eval"
+		if errors.Is(ectx.Err(), context.DeadlineExceeded) {
+			reason = "timeout"
+		}
+		return p.failed(rt, pc, reason, err)
+	}
+	if len(rs) == 0 || len(rs[0].Expressions) == 0 {
+		return p.failed(rt, pc, "undefined", fmt.Errorf("%s is undefined", rt.c.query))
+	}
+	d, err := compileDecision(rs[0].Expressions[0].Value, pc.ti, rt.c.Catalog, &rt.walkers)
+	if err != nil {
+		return p.failed(rt, pc, "decision", err)
+	}
+	if cacheable {
+		rt.cache.put(key, d)
+	}
+	return d
+}
+
+func (p *Policy) failed(rt *runtime, pc *partCtx, reason string, err error) *decision {
+	p.m.failures.WithLabelValues(reason).Inc()
+	p.burst.error("policy could not decide: failing closed", "on_error", onErr(p.cfg.OnError), "reason", reason,
+		"topic", pc.topic, "partition", pc.partition, "principal", pc.conn.Principal.String(), "revision", rt.c.Revision, "err", err)
+	return failClosed(p.cfg.OnError, pc.ti, &rt.walkers, reason)
+}
+
+func onErr(s string) string {
+	if s == "" {
+		return "drop"
+	}
+	return s
+}
+
+// finish counts a decision batch and writes its audit line.
+func (p *Policy) finish(rt *runtime, pc *partCtx, b *batchAudit, whole *decision) {
+	if b.delivered > 0 {
+		p.m.records.WithLabelValues("delivered").Add(float64(b.delivered))
+	}
+	if b.dropped > 0 {
+		p.m.records.WithLabelValues("dropped").Add(float64(b.dropped))
+	}
+	for _, f := range []struct {
+		n   int
+		act string
+	}{{b.redacted, actRedact}, {b.masked, actMask}, {b.tokenized, actTokenize}, {b.encrypted, actEncrypted}} {
+		if f.n > 0 {
+			p.m.fields.WithLabelValues(f.act).Add(float64(f.n))
+		}
+	}
+	if p.audit != nil && (b.delivered+b.dropped) > 0 {
+		p.audit.write(rt.c.Revision, pc, b)
+	}
+}
+
+// decisionCache is a bounded map of decisions: full, it starts over
+// (decisions are cheap to recompute; the bound is what matters).
+type decisionCache struct {
+	mu  sync.RWMutex
+	m   map[string]*decision
+	max int
+}
+
+func (c *decisionCache) get(k []byte) (*decision, bool) {
+	c.mu.RLock()
+	d, ok := c.m[string(k)]
+	c.mu.RUnlock()
+	return d, ok
+}
+
+func (c *decisionCache) put(k []byte, d *decision) {
+	c.mu.Lock()
+	if c.m == nil || len(c.m) >= c.max {
+		c.m = make(map[string]*decision, min(c.max, 1024))
+	}
+	c.m[string(k)] = d
+	c.mu.Unlock()
+}
+
+// burstLog logs the first error of a burst and counts the rest.
+type burstLog struct {
+	log        *slog.Logger
+	mu         sync.Mutex
+	last       time.Time
+	suppressed int
+}
+
+func (b *burstLog) error(msg string, args ...any) {
+	b.mu.Lock()
+	now := time.Now()
+	if now.Sub(b.last) < 10*time.Second {
+		b.suppressed++
+		b.mu.Unlock()
+		return
+	}
+	n := b.suppressed
+	b.last, b.suppressed = now, 0
+	b.mu.Unlock()
+	if n > 0 {
+		args = append(args, "suppressed_since_last", n)
+	}
+	b.log.Error(msg, args...)
+}

@@ -1,0 +1,322 @@
+package policy
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/strait-proxy/strait/interceptor"
+)
+
+const usaOrder = `{"name":"Joe Example","address":"123 Main St","country":"usa","ssn_id":"123-45-6789","account":"678901234567","Order_time":"2024-03-01T10:00:00Z","itemid":"A-17"}`
+const brOrder = `{"name":"Ana Souza","address":"Rua 1","country":"brazil","ssn_id":"999","account":"111122223333","Order_time":"2024-03-01T11:00:00Z","itemid":"B-2"}`
+
+func demoConfig(t testing.TB) Config {
+	return Config{Policies: []string{"testdata/demo/policy.rego"}, Catalog: "testdata/demo/catalog.yaml"}
+}
+
+// TestDemoStory: the slides' record with "country": "usa", as three
+// principals see it through the same policy.
+func TestDemoStory(t *testing.T) {
+	p, reg := newPolicy(t, demoConfig(t))
+	ic := p.Interceptor()
+	in := batch(100, -1, false, rec("k1", usaOrder), rec("k2", brOrder), rec("k3", usaOrder))
+
+	// The policy reads the principal's name and one value field: decisions
+	// are cached by (topic, principal, country).
+	refs, perRecord, cached := p.st.Load().c.Reads()
+	if fmt.Sprint(refs) != "[input.principal.name input.value.country]" || !perRecord || !cached {
+		t.Fatalf("reads %v per_record=%v cached=%v", refs, perRecord, cached)
+	}
+
+	full := fetch(t, ic, interceptor.Principal{Name: "full-pii", Mechanism: "mtls"}, "orders", in)
+	got, _ := decode(t, full.RecordBatches)
+	if len(got) != 3 || got[0].Value != usaOrder || got[1].Value != brOrder {
+		t.Fatalf("full-pii: %v", got)
+	}
+
+	us := fetch(t, ic, interceptor.Principal{Name: "us-financial"}, "orders", in)
+	got, hdrs := decode(t, us.RecordBatches)
+	want := `{"name":null,"address":null,"country":null,"ssn_id":null,"account":"678901234567","Order_time":"2024-03-01T10:00:00Z","itemid":"A-17"}`
+	if len(got) != 2 || got[0].Offset != 100 || got[1].Offset != 102 || got[0].Value != want || got[1].Value != want {
+		t.Fatalf("us-financial:\n%v\nwant offsets 100, 102 with %s", got, want)
+	}
+	// Compacted-topic shape: the batch still covers 100..102.
+	if len(hdrs) != 1 || hdrs[0].FirstOffset != 100 || hdrs[0].LastOffsetDelta != 2 || hdrs[0].NumRecords != 2 {
+		t.Fatalf("batch header %+v", hdrs)
+	}
+
+	br := fetch(t, ic, interceptor.Principal{Name: "brazil"}, "orders", in)
+	got, _ = decode(t, br.RecordBatches)
+	if len(got) != 1 || got[0].Offset != 101 || !strings.Contains(got[0].Value, `"account":"111122223333"`) || strings.Contains(got[0].Value, "Ana") {
+		t.Fatalf("brazil: %v", got)
+	}
+
+	nobody := fetch(t, ic, interceptor.Principal{}, "orders", in)
+	got, hdrs = decode(t, nobody.RecordBatches)
+	if len(got) != 0 || len(hdrs) != 1 || hdrs[0].NumRecords != 0 || hdrs[0].LastOffsetDelta != 2 {
+		t.Fatalf("anonymous: %v %+v", got, hdrs)
+	}
+
+	// 4 fetches x 3 records; evaluations happen once per distinct
+	// (principal, country): full-pii x2, us x2, brazil x2, anonymous x2.
+	if n := testutil.ToFloat64(p.m.evals); n != 8 {
+		t.Fatalf("%v evaluations, want 8", n)
+	}
+	if n := testutil.ToFloat64(p.m.records.WithLabelValues("dropped")); n != 1+2+3 {
+		t.Fatalf("%v dropped", n)
+	}
+	_ = reg
+}
+
+// TestCatalogDefaultsMaskTokenize: fields the decision does not name get
+// their classification's action; mask keeps the last N; tokenize is
+// deterministic, keyed, and format-preserving for digit strings (FF1).
+func TestCatalogDefaultsMaskTokenize(t *testing.T) {
+	dir := t.TempDir()
+	pol := writeFile(t, dir, "p.rego", `package strait
+decision := {"fields": {"$.ssn_id": "tokenize", "$.itemid": {"action": "mask", "with": "[hidden]"}}} if input.principal.name == "analyst"
+`)
+	t.Setenv("STRAIT_TEST_TOKEN_KEY", strings.Repeat("ab", 32))
+	p, _ := newPolicy(t, Config{Policies: []string{pol}, Catalog: "testdata/demo/catalog.yaml", Tokenize: &Tokenize{KeyEnv: "STRAIT_TEST_TOKEN_KEY"}})
+	ic := p.Interceptor()
+	v := `{"name":"Joe","account":"678901234567","ssn_id":"123456789","itemid":"A-17","other":{"x":[1,2]}}`
+	in := batch(0, -1, false, rec("a", v), rec("b", v))
+	got, _ := decode(t, fetch(t, ic, interceptor.Principal{Name: "analyst"}, "orders", in).RecordBatches)
+	if len(got) != 2 || got[0].Value != got[1].Value {
+		t.Fatalf("tokens must be deterministic: %v", got)
+	}
+	var m map[string]any
+	if err := json.Unmarshal([]byte(got[0].Value), &m); err != nil {
+		t.Fatalf("output is not JSON: %v: %s", err, got[0].Value)
+	}
+	ssn, _ := m["ssn_id"].(string)
+	if len(ssn) != 9 || !allDigits([]byte(ssn)) || ssn == "123456789" {
+		t.Fatalf("ssn_id %q: want a 9-digit FF1 token", ssn)
+	}
+	if m["name"] != nil || m["account"] != "********4567" || m["itemid"] != "[hidden]" {
+		t.Fatalf("got %s", got[0].Value)
+	}
+	if !strings.Contains(got[0].Value, `"other":{"x":[1,2]}`) {
+		t.Fatalf("unselected bytes changed: %s", got[0].Value)
+	}
+	// The anonymous principal has no decision at all: dropped (on_error
+	// defaults to drop; an undefined decision is a failure).
+	got, _ = decode(t, fetch(t, ic, interceptor.Principal{}, "orders", in).RecordBatches)
+	if len(got) != 0 {
+		t.Fatalf("undefined decision must drop: %v", got)
+	}
+	if n := testutil.ToFloat64(p.m.failures.WithLabelValues("undefined")); n != 1 {
+		t.Fatalf("undefined failures %v", n)
+	}
+}
+
+// TestFailClosed: a policy that errors at evaluation (conflicting
+// outputs) drops, or with on_error: redact redacts every classified field;
+// never delivers the record as it was.
+func TestFailClosed(t *testing.T) {
+	dir := t.TempDir()
+	pol := writeFile(t, dir, "p.rego", `package strait
+decision := {"drop": false} if input.topic
+decision := {"drop": true} if input.topic
+`)
+	for _, onErr := range []string{"drop", "redact"} {
+		t.Run(onErr, func(t *testing.T) {
+			p, _ := newPolicy(t, Config{Policies: []string{pol}, Catalog: "testdata/demo/catalog.yaml", OnError: onErr})
+			got, _ := decode(t, fetch(t, p.Interceptor(), interceptor.Principal{Name: "x"}, "orders", batch(5, -1, false, rec("k", usaOrder))).RecordBatches)
+			switch onErr {
+			case "drop":
+				if len(got) != 0 {
+					t.Fatalf("got %v", got)
+				}
+			case "redact":
+				want := `{"name":null,"address":null,"country":null,"ssn_id":null,"account":null,"Order_time":"2024-03-01T10:00:00Z","itemid":"A-17"}`
+				if len(got) != 1 || got[0].Value != want {
+					t.Fatalf("got %v\nwant %s", got, want)
+				}
+			}
+			if n := testutil.ToFloat64(p.m.failures.WithLabelValues("eval")); n != 1 {
+				t.Fatalf("eval failures %v", n)
+			}
+		})
+	}
+}
+
+// TestPrincipalTopicOnly: a policy that reads only the principal and the
+// topic is evaluated once per (principal, topic), whatever the number of
+// records or fetches; control and transactional batches keep their
+// producer state.
+func TestPrincipalTopicOnly(t *testing.T) {
+	dir := t.TempDir()
+	pol := writeFile(t, dir, "p.rego", `package strait
+default decision := {"drop": true}
+decision := {"classifications": {"PII/Financial": "redact"}, "default": "clear"} if {
+	input.principal.name == "alice"
+	startswith(input.topic, "orders")
+}
+`)
+	p, _ := newPolicy(t, Config{Policies: []string{pol}, Catalog: "testdata/demo/catalog.yaml"})
+	refs, perRecord, _ := p.st.Load().c.Reads()
+	if perRecord || fmt.Sprint(refs) != "[input.principal.name input.topic]" {
+		t.Fatalf("reads %v per_record %v", refs, perRecord)
+	}
+	ctrl := batch(3, 9, true, kmsg.Record{Key: []byte{0, 0, 0, 0}, Value: []byte{0, 0, 0, 0, 0, 0}})
+	ctrl[22] |= 0x20 // control
+	fixCRC(ctrl)
+	in := append(batch(0, 9, true, rec("a", usaOrder), rec("b", usaOrder), rec("c", usaOrder)), ctrl...)
+	for i := 0; i < 3; i++ {
+		got, hdrs := decode(t, fetch(t, p.Interceptor(), interceptor.Principal{Name: "alice"}, "orders", in).RecordBatches)
+		if len(got) != 3 || !strings.Contains(got[0].Value, `"account":null`) || !strings.Contains(got[0].Value, `"name":"Joe Example"`) {
+			t.Fatalf("alice: %v", got)
+		}
+		if len(hdrs) != 2 || hdrs[0].ProducerID != 9 || hdrs[0].ProducerEpoch != 3 || hdrs[0].FirstSequence != 11 || hdrs[1].Attributes&0x20 == 0 {
+			t.Fatalf("headers %+v", hdrs)
+		}
+		out := fetch(t, p.Interceptor(), interceptor.Principal{Name: "bob"}, "orders", in).RecordBatches
+		got, hdrs = decode(t, out)
+		if len(got) != 0 || len(hdrs) != 2 || hdrs[0].NumRecords != 0 || hdrs[0].LastOffsetDelta != 2 || hdrs[0].ProducerID != 9 {
+			t.Fatalf("bob: %v %+v", got, hdrs)
+		}
+		if !bytes.Equal(out[len(out)-len(ctrl):], ctrl) {
+			t.Fatal("control batch changed")
+		}
+	}
+	if n := testutil.ToFloat64(p.m.evals); n != 2 {
+		t.Fatalf("%v evaluations, want 2 (alice, bob)", n)
+	}
+}
+
+// TestAuditNeverHoldsValues: the audit log has one line per decision
+// batch with counts, and no field value, key or header of any record.
+func TestAuditNeverHoldsValues(t *testing.T) {
+	dir := t.TempDir()
+	auditFile := filepath.Join(dir, "audit.jsonl")
+	cfg := demoConfig(t)
+	cfg.Audit = &Audit{Output: auditFile}
+	p, _ := newPolicy(t, cfg)
+	in := batch(100, -1, false, rec("secret-key-1", usaOrder), rec("secret-key-2", brOrder))
+	fetch(t, p.Interceptor(), interceptor.Principal{Name: "us-financial", Mechanism: "SCRAM-SHA-256"}, "orders", in)
+	fetch(t, p.Interceptor(), interceptor.Principal{Name: "full-pii"}, "orders", in)
+	p.Close()
+	b, err := os.ReadFile(auditFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("%d audit lines:\n%s", len(lines), b)
+	}
+	var l AuditLine
+	if err := json.Unmarshal([]byte(lines[0]), &l); err != nil {
+		t.Fatal(err)
+	}
+	if l.Principal != "User:us-financial" || l.Topic != "orders" || l.OffsetFirst != 100 || l.OffsetLast != 101 ||
+		l.Delivered != 1 || l.Dropped != 1 || l.Redacted != 4 || l.Revision != p.Revision() || l.ClientID != "test-client" {
+		t.Fatalf("audit line %+v", l)
+	}
+	for _, secret := range []string{"Joe Example", "123 Main St", "123-45-6789", "678901234567", "Ana Souza", "111122223333", "secret-key", "A-17", "usa"} {
+		if bytes.Contains(b, []byte(secret)) {
+			t.Fatalf("audit log holds %q:\n%s", secret, b)
+		}
+	}
+}
+
+// TestReload: a new policy takes effect; one that does not compile is
+// rejected and the old one stays.
+func TestReload(t *testing.T) {
+	dir := t.TempDir()
+	pol := writeFile(t, dir, "p.rego", "package strait\ndecision := {\"drop\": true}\n")
+	p, reg := newPolicy(t, Config{Policies: []string{dir}})
+	in := batch(0, -1, false, rec("a", `{"x":1}`))
+	if got, _ := decode(t, fetch(t, p.Interceptor(), interceptor.Principal{Name: "a"}, "t", in).RecordBatches); len(got) != 0 {
+		t.Fatal("drop policy delivered")
+	}
+	rev := p.Revision()
+	writeFile(t, dir, "p.rego", "package strait\ndecision := {}\n")
+	if err := p.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if p.Revision() == rev {
+		t.Fatal("revision did not change")
+	}
+	if got, _ := decode(t, fetch(t, p.Interceptor(), interceptor.Principal{Name: "a"}, "t", in).RecordBatches); len(got) != 1 {
+		t.Fatal("new policy not in force")
+	}
+	rev = p.Revision()
+	writeFile(t, dir, "p.rego", "package strait\ndecision := {\n")
+	if err := p.Reload(); err == nil {
+		t.Fatal("broken policy accepted")
+	}
+	if p.Revision() != rev {
+		t.Fatal("rejected reload changed the policy")
+	}
+	if got, _ := decode(t, fetch(t, p.Interceptor(), interceptor.Principal{Name: "a"}, "t", in).RecordBatches); len(got) != 1 {
+		t.Fatal("old policy not kept")
+	}
+	if n := counterValue(t, reg, "strait_policy_reloads_total", "rejected"); n != 1 {
+		t.Fatalf("rejected reloads %v", n)
+	}
+	_ = pol
+}
+
+func counterValue(t *testing.T, g prometheus.Gatherer, name, result string) float64 {
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetValue() == result {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}
+
+// TestConfigErrors: validation names the path of each problem.
+func TestConfigErrors(t *testing.T) {
+	_, err := Load(Config{OnError: "allow", Audit: &Audit{}})
+	for _, want := range []string{"policies: required", `on_error: "allow"`, "audit.output: required"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("error %v does not say %q", err, want)
+		}
+	}
+	_, err = ParseCatalog([]byte("topics:\n- topics: [t]\n  colour: red\n"), "catalog")
+	if err == nil || !strings.Contains(err.Error(), "catalog.topics[0].colour: unknown key") {
+		t.Fatalf("unknown key: %v", err)
+	}
+	_, err = ParseCatalog([]byte("classifications: {A: {action: nuke}}\ntopics:\n- topics: [t]\n  fields: {\"$.x\": [B], \"bad\": [A]}\n"), "catalog")
+	for _, want := range []string{"classifications[A].action", `fields[$.x]: classification "B"`, "fields[bad]"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("error %v does not say %q", err, want)
+		}
+	}
+	_, err = Load(Config{Policies: []string{"testdata/demo/policy.rego"}, Query: "data.strait.nope"})
+	if err == nil || !strings.Contains(err.Error(), "names no rule") {
+		t.Fatalf("missing query rule: %v", err)
+	}
+	f := false
+	_, err = Load(Config{Policies: []string{"testdata/demo/policy.rego"}, PerRecord: &f})
+	if err == nil || !strings.Contains(err.Error(), "input.value.country") {
+		t.Fatalf("per_record false on a record policy: %v", err)
+	}
+}
+
+func fixCRC(b []byte) {
+	c := crcOf(b[21:])
+	b[17], b[18], b[19], b[20] = byte(c>>24), byte(c>>16), byte(c>>8), byte(c)
+}
