@@ -52,9 +52,9 @@ type AuditLine struct {
 }
 
 type auditLog struct {
-	mu   sync.Mutex
-	w    *bufio.Writer
-	c    io.Closer
+	mu sync.Mutex
+	w  *bufio.Writer
+	c  io.Closer
 }
 
 func openAudit(out string) (*auditLog, error) {

@@ -51,8 +51,8 @@ type reads struct {
 	valuePaths                            []string // input.value.a.b, as canonical fields paths ($.a.b)
 	parsedPaths                           [][]pathSeg
 	valWalker                             fields.Walker // finds valuePaths in a JSON value
-	nondeterministic                      bool     // time.now_ns, rand.intn, http.send...
-	refs                                  []string // for `strait policy eval` and logs
+	nondeterministic                      bool          // time.now_ns, rand.intn, http.send...
+	refs                                  []string      // for `strait policy eval` and logs
 }
 
 // record reports whether the decision depends on anything per record.
