@@ -106,6 +106,19 @@ type Limits struct {
 	IdleTimeout Duration `json:"idle_timeout"`
 	// DrainTimeout bounds the graceful drain on SIGTERM.
 	DrainTimeout Duration `json:"drain_timeout"`
+	// StallTimeout bounds how long one frame may take to arrive once its
+	// size has been read, and how long a write to the client or the broker
+	// may block: a peer that stops reading (or trickles a frame) is closed
+	// instead of holding its buffers forever.
+	StallTimeout Duration `json:"stall_timeout"`
+	// MaxConnections bounds the client connections open at once, over all
+	// listeners; one more is closed at accept (clients retry).
+	MaxConnections int `json:"max_connections"`
+	// MaxBufferedBytes is the memory budget for client request frames held
+	// at once (being read, or kept by an interceptor until the response is
+	// written), over all connections. A frame that does not fit waits for
+	// room up to stall_timeout, then its connection is closed.
+	MaxBufferedBytes int64 `json:"max_buffered_bytes"`
 	// MaxVersions caps the version Strait advertises for the named APIs
 	// (protocol names, e.g. "Fetch"), below the cluster's and Strait's own
 	// maximum. The default {Fetch: 15} gives up the KIP-951 leader hints of
@@ -142,7 +155,11 @@ func Default() Config {
 			MaxInFlight:   1024,
 			IdleTimeout:   Duration(10 * time.Minute),
 			DrainTimeout:  Duration(30 * time.Second),
-			MaxVersions:   map[string]int16{"Fetch": 15},
+			StallTimeout:  Duration(60 * time.Second),
+			// docs/security.md gives the measured memory per connection.
+			MaxConnections:   10000,
+			MaxBufferedBytes: 1 << 30,
+			MaxVersions:      map[string]int16{"Fetch": 15},
 		},
 		Log: Log{Level: "info", Format: "json"},
 	}

@@ -133,6 +133,15 @@ func (c *Config) Validate() error {
 			add("limits.max_versions."+name, "version %d is negative", v)
 		}
 	}
+	if c.Limits.StallTimeout <= 0 {
+		add("limits.stall_timeout", "must be positive")
+	}
+	if c.Limits.MaxConnections < 1 {
+		add("limits.max_connections", "must be at least 1")
+	}
+	if c.Limits.MaxBufferedBytes < int64(c.Limits.MaxFrameBytes) {
+		add("limits.max_buffered_bytes", "must be at least limits.max_frame_bytes (%d), or no frame of the largest size could ever be read", c.Limits.MaxFrameBytes)
+	}
 	if c.Limits.DrainTimeout < 0 {
 		add("limits.drain_timeout", "must not be negative")
 	}

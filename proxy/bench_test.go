@@ -49,14 +49,14 @@ func benchPassthrough(b *testing.B, size int) {
 	// Accept Metadata v1 as if the cluster had said so (v1: not hooked by
 	// the metadata interceptor? it is: use a key nothing hooks instead).
 	const key, version = 12, 4 // Heartbeat v4 (flexible header)
-	_, vt := s.vt.Load().clamp([]kmsg.ApiVersionsResponseApiKey{{ApiKey: key, MinVersion: 0, MaxVersion: version}}, nil)
+	_, vt := s.vt.Load().clamp([]kmsg.ApiVersionsResponseApiKey{{ApiKey: key, MinVersion: 0, MaxVersion: version}}, versionRules{})
 	s.vt.Store(vt)
 
 	clientSide, proxyClient := tcpPair(b)
 	proxyUp, brokerSide := tcpPair(b)
 	ss := &session{srv: s, client: proxyClient, listener: "bootstrap", node: -1,
 		pending: make(chan pending, 16), done: make(chan struct{})}
-	ss.up = newUpstream(proxyUp, "broker:9092", 0, vt)
+	ss.up = newUpstream(proxyUp, "broker:9092", 0, vt, 100<<20)
 	ss.run2(b)
 
 	// The broker: read a request, answer with a response of the same size.
@@ -116,7 +116,7 @@ func (ss *session) run2(b *testing.B) {
 	ss.ic = newTestConn()
 	ctx := context.Background()
 	go ss.pump(ctx)
-	go ss.read(ctx)
+	go func() { ss.read(ctx); close(ss.pending) }()
 }
 
 func tcpPair(b *testing.B) (net.Conn, net.Conn) {

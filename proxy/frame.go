@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -25,9 +26,14 @@ const (
 	minResponseFrame = 4
 )
 
-// readFrame reads one size-prefixed frame into buf (grown as needed) and
-// returns the body. The size is checked against max before any allocation.
-func readFrame(r *bufio.Reader, buf []byte, max, min int32) ([]byte, error) {
+// growStep is the most readFrame allocates ahead of the bytes that have
+// arrived: a peer that sends a size and then nothing pins at most this much.
+const growStep = 64 << 10
+
+// readFrame reads one size-prefixed frame into buf and returns the body. The
+// size is checked against max before anything is allocated, and a buffer too
+// small for the frame grows as its bytes arrive, not when its size is read.
+func readFrame(r *bufio.Reader, buf []byte, maxSize, minSize int32) ([]byte, error) {
 	size, err := r.Peek(4) // Peek, not ReadFull into a local: no allocation
 	if err != nil {
 		if err == io.EOF && len(size) > 0 {
@@ -42,29 +48,39 @@ func readFrame(r *bufio.Reader, buf []byte, max, min int32) ([]byte, error) {
 		// "frame too large".
 		return buf, errTLSOnPlain
 	}
-	if n < 0 || n > max {
-		return buf, fmt.Errorf("%w: %d > %d bytes", errFrameTooLarge, uint32(n), max)
+	if n < 0 || n > maxSize {
+		return buf, fmt.Errorf("%w: %d > %d bytes", errFrameTooLarge, uint32(n), maxSize)
 	}
-	if n < min {
+	if n < minSize {
 		return buf, fmt.Errorf("%w: frame of %d bytes", errMalformed, n)
 	}
 	_, _ = r.Discard(4)
-	if cap(buf) < int(n) {
-		buf = make([]byte, n, roundUp(int(n)))
+	if cap(buf) >= int(n) {
+		buf = buf[:n]
+		_, err = io.ReadFull(r, buf)
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return buf, err
 	}
-	buf = buf[:n]
-	_, err = io.ReadFull(r, buf)
-	if err == io.EOF {
-		err = io.ErrUnexpectedEOF
+	// Grow at most growStep ahead of what has arrived, doubling, so that a
+	// large frame costs O(log n) copies and a stalled one almost nothing.
+	want := int(n)
+	buf = make([]byte, 0, max(4096, min(want, growStep)))
+	for len(buf) < want {
+		if len(buf) == cap(buf) {
+			buf = slices.Grow(buf, min(want-len(buf), max(cap(buf), growStep)))
+		}
+		m, err := r.Read(buf[len(buf):min(cap(buf), want)])
+		buf = buf[:len(buf)+m]
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return buf, err
+		}
 	}
-	return buf, err
-}
-
-func roundUp(n int) int {
-	if n < 4096 {
-		return 4096
-	}
-	return n + n/4
+	return buf, nil
 }
 
 // reqHeader is a decoded request header. clientID aliases the frame.
@@ -122,12 +138,37 @@ func skipTags(b []byte) (int, bool) {
 		}
 		off += n
 		size, n := binary.Uvarint(b[off:])
-		if n <= 0 || size > uint64(len(b)-off-n) {
+		if n <= 0 || !fits(size, len(b)-off-n) {
 			return 0, false
 		}
 		off += n + int(size)
 	}
 	return off, true
+}
+
+// fits reports whether a length read off the wire fits in the rest bytes
+// that follow it. Every length and count Strait parses itself goes through
+// it before any conversion to int, offset or allocation: a hostile uvarint
+// of 2^64-1 must not become a negative offset.
+func fits(length uint64, rest int) bool {
+	return rest >= 0 && length <= uint64(rest)
+}
+
+// compactLen reads a compact string or bytes length (uvarint of length+1,
+// 0 for null) and returns the length (-1 for null) and the bytes the uvarint
+// took, checked against what follows it.
+func compactLen(b []byte) (length, n int, ok bool) {
+	l, n := binary.Uvarint(b)
+	if n <= 0 {
+		return 0, 0, false
+	}
+	if l == 0 {
+		return -1, n, true
+	}
+	if !fits(l-1, len(b)-n) {
+		return 0, 0, false
+	}
+	return int(l - 1), n, true
 }
 
 // produceAcks returns the acks of a Produce request body without decoding
@@ -136,14 +177,11 @@ func produceAcks(body []byte, version int16) (int16, bool) {
 	off := 0
 	if version >= 3 { // transactional id, nullable string
 		if version >= 9 { // compact nullable string: uvarint length+1
-			l, n := binary.Uvarint(body)
-			if n <= 0 {
+			l, n, ok := compactLen(body)
+			if !ok {
 				return 0, false
 			}
-			off = n
-			if l > 0 {
-				off += int(l - 1)
-			}
+			off = n + max(l, 0)
 		} else {
 			if len(body) < 2 {
 				return 0, false

@@ -105,6 +105,11 @@ func FuzzReadFrame(f *testing.F) {
 	f.Add(kmsg.NewRequestFormatter(kmsg.FormatterClientID("c")).AppendRequest(nil, md, 1))
 	f.Add([]byte{0, 0, 0, 10, 0, 18, 0, 3, 0, 0, 0, 1, 0xff, 0xff})
 	f.Add([]byte{0x16, 0x03, 0x01, 0x00})
+	// Produce v9 with a transactional-id length of 2^64-1 (issue 12 point
+	// 1), so mutations start from hostile varints in a body, not only in
+	// the size and header.
+	f.Add([]byte{0, 0, 0, 24, 0, 0, 0, 9, 0, 0, 0, 1, 0, 1, 't', 0,
+		0x81, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01, 0xff, 0xff})
 	f.Fuzz(func(t *testing.T, in []byte) {
 		r := bufio.NewReader(bytes.NewReader(in))
 		for {
@@ -127,4 +132,46 @@ func FuzzReadFrame(f *testing.F) {
 			}
 		}
 	})
+}
+
+// FuzzRequestBody feeds hostile bodies straight to the parsers that read
+// request bodies without kmsg (the generator of FuzzReadFrame rarely builds
+// a valid header and a long varint at once).
+func FuzzRequestBody(f *testing.F) {
+	f.Add(int16(9), []byte{0x81, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01, 0xff, 0xff})
+	f.Add(int16(9), []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 0, 1})
+	f.Add(int16(3), []byte{0x7f, 0xff, 0, 1})
+	f.Add(int16(9), []byte{3, 'a', 'b', 0, 1})
+	f.Fuzz(func(t *testing.T, version int16, body []byte) {
+		if acks, ok := produceAcks(body, version); ok && (acks < -1 || acks > 1) {
+			_ = acks // any int16 is a value the client sent; only a panic fails
+		}
+		if l, n, ok := compactLen(body); ok && (n <= 0 || l < -1 || n+max(l, 0) > len(body)) {
+			t.Fatalf("compactLen(%x) = %d, %d: beyond the input", body, l, n)
+		}
+		skipTags(body)
+	})
+}
+
+func TestProduceAcksHostileLengths(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		version int16
+		body    []byte
+		acks    int16
+		ok      bool
+	}{
+		{"v9 length 2^64-1", 9, []byte{0x81, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01, 0xff, 0xff}, 0, false},
+		{"v9 length past the body", 9, []byte{0x10, 0, 1}, 0, false},
+		{"v9 null id", 9, []byte{0, 0, 1}, 1, true},
+		{"v9 id ab", 9, []byte{3, 'a', 'b', 0xff, 0xff}, -1, true},
+		{"v3 id past the body", 3, []byte{0x7f, 0xff, 0, 1}, 0, false},
+		{"v3 null id", 3, []byte{0xff, 0xff, 0, 0}, 0, true},
+		{"v2 no id", 2, []byte{0, 1}, 1, true},
+	} {
+		acks, ok := produceAcks(tc.body, tc.version)
+		if ok != tc.ok || ok && acks != tc.acks {
+			t.Errorf("%s: produceAcks = %d, %v; want %d, %v", tc.name, acks, ok, tc.acks, tc.ok)
+		}
+	}
 }

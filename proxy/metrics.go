@@ -22,6 +22,8 @@ type Metrics struct {
 	latency      [numKeys]prometheus.Observer
 	localAnswers [numKeys]prometheus.Counter
 	spliced      [2]prometheus.Counter // request, response
+	panics       prometheus.Counter
+	budgetWaits  prometheus.Counter
 }
 
 // NewMetrics registers the proxy metrics on reg.
@@ -75,6 +77,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		m.latency[k] = latency.WithLabelValues(name)
 		m.localAnswers[k] = local.WithLabelValues(name)
 	}
+	m.panics = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "strait_panics_total", Help: "Panics recovered in a session; each closed only its own connection.",
+	})
+	m.budgetWaits = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "strait_frame_budget_waits_total", Help: "Client frames that had to wait for room in limits.max_buffered_bytes.",
+	})
+	reg.MustRegister(m.panics, m.budgetWaits)
 	reg.MustRegister(m.connsTotal, m.connsActive, m.connErrors, m.dialErrors, m.ready, m.listeners, requests, bytes, latency, local, spliced)
 	return m
 }

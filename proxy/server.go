@@ -18,9 +18,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/strait-proxy/strait/config"
 	"github.com/strait-proxy/strait/interceptor"
+	"github.com/strait-proxy/strait/internal/burstlog"
 	"github.com/strait-proxy/strait/metadata"
 )
 
@@ -34,13 +36,17 @@ type Server struct {
 	topics  *metadata.TopicNames
 	tls     *tls.Config // towards clients; nil for plaintext
 
-	advHost     string          // host put into rewritten metadata (port mode)
-	versionCaps map[int16]int16 // limits.max_versions by API key
-	sniPort     int32           // advertised port (SNI mode)
+	advHost      string       // host put into rewritten metadata (port mode)
+	versionRules versionRules // what narrows or widens advertised versions
+	sniPort      int32        // advertised port (SNI mode)
 
 	vt    atomic.Pointer[versionTable] // accepted versions, once the cluster answered
 	apis  atomic.Pointer[apiVersions]  // what Strait answers to ApiVersions
 	ready atomic.Bool
+
+	budget   *semaphore.Weighted // limits.max_buffered_bytes, for client frames
+	held     atomic.Int64        // bytes of it taken now
+	limitLog *burstlog.Logger
 
 	mu        sync.Mutex
 	upstreams map[int32]string          // node id -> advertised upstream host:port
@@ -95,7 +101,12 @@ func New(cfg config.Config, opts Options) (*Server, error) {
 		upstreams: make(map[int32]string),
 		brokers:   make(map[int32]*brokerListener),
 		sessions:  make(map[*session]struct{}),
+		budget:    semaphore.NewWeighted(cfg.Limits.MaxBufferedBytes),
+		limitLog:  burstlog.New(log),
 	}
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "strait_frame_budget_bytes", Help: "Bytes of limits.max_buffered_bytes held now by client frames being read or kept by interceptors.",
+	}, func() float64 { return float64(s.held.Load()) }))
 	if s.topics == nil {
 		s.topics = metadata.NewTopicNames()
 	}
@@ -117,15 +128,26 @@ func New(cfg config.Config, opts Options) (*Server, error) {
 	}
 	vt := newVersionTable()
 	s.vt.Store(vt)
-	s.versionCaps = make(map[int16]int16)
+	caps := make(map[int16]int16)
 	for name, v := range cfg.Limits.MaxVersions {
 		k, _ := config.APIKey(name) // validated
-		s.versionCaps[k] = v
+		caps[k] = v
+	}
+	if s.versionRules, err = rulesFor(caps, ics); err != nil {
+		return nil, err
 	}
 	if cfg.Upstream.TLS.InsecureSkipVerify {
 		log.Warn("upstream TLS certificate verification is OFF (upstream.tls.insecure_skip_verify): anyone on the path can impersonate the brokers")
 	}
 	return s, nil
+}
+
+// release gives n bytes back to the frame budget.
+func (s *Server) release(n int64) {
+	if n > 0 {
+		s.held.Add(-n)
+		s.budget.Release(n)
+	}
 }
 
 // Topics is the topic id→name map fed by the metadata flowing through.

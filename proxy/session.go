@@ -11,10 +11,12 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/strait-proxy/strait/interceptor"
@@ -47,6 +49,11 @@ type session struct {
 	// writers at once, so each goroutine reuses its own.
 	reqScratch  []byte // reader goroutine
 	respScratch []byte // pump goroutine
+	// Write deadlines, each refreshed by the one goroutine that writes
+	// that socket: the pump writes the client, the reader the upstream.
+	clientWD, upWD writeDeadline
+	cur            *interceptor.Exchange // the pump's current exchange
+	inFrame        bool                  // the reader has a frame's size, not yet its body
 }
 
 // pending is one request waiting for its response, in order.
@@ -67,6 +74,13 @@ func (s *Server) accept(c net.Conn, listener string, node int32, sni bool) {
 		c.Close()
 		return
 	}
+	if len(s.sessions) >= s.cfg.Limits.MaxConnections {
+		s.mu.Unlock()
+		c.Close()
+		s.metrics.connErrors.WithLabelValues("connection_limit").Inc()
+		s.limitLog.Warn("connection refused: limits.max_connections reached", "max_connections", s.cfg.Limits.MaxConnections, "listener", listener, "remote", c.RemoteAddr().String())
+		return
+	}
 	ss := &session{
 		srv: s, client: c, listener: listener, node: node,
 		pending: make(chan pending, s.cfg.Limits.MaxInFlight),
@@ -82,7 +96,10 @@ func (s *Server) accept(c net.Conn, listener string, node int32, sni bool) {
 	s.metrics.connsActive.WithLabelValues(listener).Inc()
 	go func() {
 		defer s.wg.Done()
-		ss.run(sni)
+		func() {
+			defer ss.recover("session")
+			ss.run(sni)
+		}()
 		s.metrics.connsActive.WithLabelValues(listener).Dec()
 		s.mu.Lock()
 		delete(s.sessions, ss)
@@ -109,6 +126,24 @@ func (ss *session) close(err error) {
 			ss.up.conn.Close()
 		}
 	})
+}
+
+// recover is deferred at the top of each session goroutine: a panic in the
+// data path or an interceptor (a parser bug a hostile client found) ends
+// this connection only, counted and logged with its stack, never the process.
+func (ss *session) recover(where string) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	s := ss.srv
+	s.metrics.panics.Inc()
+	id := uint64(0)
+	if ss.ic != nil {
+		id = ss.ic.ID
+	}
+	s.log.Error("panic in session: connection closed", "conn", id, "where", where, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+	ss.fail("panic", fmt.Errorf("panic in %s: %v", where, r))
 }
 
 // stopReading begins a graceful drain: no new requests are read, in-flight
@@ -143,6 +178,13 @@ func (ss *session) run(sni bool) {
 		ss.client = tc
 		st := tc.ConnectionState()
 		ss.ic.TLS, ss.ic.SNI = &st, st.ServerName
+		if len(st.VerifiedChains) > 0 && len(st.PeerCertificates) > 0 {
+			// The default identity of a verified client certificate is
+			// its subject, as Kafka's DEFAULT principal rule; authswap's
+			// mapping rules replace it.
+			subj := st.PeerCertificates[0].Subject.String()
+			ss.ic.SetPrincipal(interceptor.Principal{Name: subj, Mechanism: "mtls", Attrs: map[string]string{"subject": subj}})
+		}
 		if sni {
 			node, ok := s.cfg.SNI.NodeForHost(st.ServerName)
 			if !ok {
@@ -163,10 +205,27 @@ func (ss *session) run(sni bool) {
 		ss.fail("refused", err)
 	} else {
 		pumpDone := make(chan struct{})
-		go func() { defer close(pumpDone); ss.pump(ctx) }()
-		ss.read(ctx)
+		go func() {
+			defer close(pumpDone)
+			defer ss.recover("response pump")
+			ss.pump(ctx)
+		}()
+		func() {
+			defer ss.recover("request reader")
+			ss.read(ctx)
+		}()
 		close(ss.pending)
 		<-pumpDone
+		// Exchanges the pump did not finish still hold buffers and
+		// frame budget: give them back (Done is idempotent).
+		if ss.cur != nil {
+			ss.cur.Done()
+		}
+		for p := range ss.pending {
+			if p.x != nil {
+				p.x.Done()
+			}
+		}
 	}
 	ss.close(nil)
 	attrs := []any{"conn", ss.ic.ID, "listener", ss.listener, "client_id", ss.ic.ClientID(), "principal", ss.ic.Principal().String(),
@@ -178,13 +237,31 @@ func (ss *session) run(sni bool) {
 	}
 }
 
+// API keys the session treats specially.
+const (
+	keyProduce          = int16(kmsg.Produce)
+	keySaslHandshake    = int16(kmsg.SASLHandshake)
+	keyApiVersions      = int16(kmsg.ApiVersions)
+	keySaslAuthenticate = int16(kmsg.SASLAuthenticate)
+)
+
 // read is the reader goroutine's loop. It returns when the client closes,
 // on a fatal error (after ss.fail), or when draining.
 func (ss *session) read(ctx context.Context) {
 	s := ss.srv
 	var buf []byte
+	var held int64 // budget held by the frame in buf
+	defer func() { s.release(held) }()
 	idle := s.cfg.Limits.IdleTimeout.D()
 	for {
+		s.release(held)
+		held = 0
+		if cap(buf) > growStep {
+			// A large frame's buffer goes back to the pool: an idle
+			// connection keeps no more than growStep.
+			putFrame(buf)
+			buf = nil
+		}
 		if ss.cr.Buffered() == 0 {
 			if err := ss.flushUpstream(); err != nil {
 				ss.fail("upstream_write", err)
@@ -201,6 +278,31 @@ func (ss *session) read(ctx context.Context) {
 		} else if done {
 			continue
 		}
+		n := ss.nextFrameSize()
+		ss.inFrame = n > 0
+		if n > 0 {
+			if !ss.reserve(ctx, n) {
+				return
+			}
+			held = n
+			if buf == nil {
+				buf = getFrame()
+			}
+		}
+		if ss.ic.AuthPending() {
+			if th := ss.ic.RawTokens(); th != nil {
+				frame, err := readFrame(ss.cr, buf, s.cfg.Limits.MaxFrameBytes, 0)
+				buf = frame
+				if err != nil {
+					ss.readError(err)
+					return
+				}
+				if !ss.rawToken(ctx, th, frame) {
+					return
+				}
+				continue
+			}
+		}
 		frame, err := readFrame(ss.cr, buf, s.cfg.Limits.MaxFrameBytes, minRequestFrame)
 		buf = frame
 		if err != nil {
@@ -215,9 +317,11 @@ func (ss *session) read(ctx context.Context) {
 			return
 		}
 		ss.account(h, len(frame))
-		k := apiIndex(h.key)
-
-		if h.key == 18 { // ApiVersions: always Strait's own answer
+		if ss.ic.AuthPending() && h.key != keyApiVersions && h.key != keySaslHandshake && h.key != keySaslAuthenticate {
+			ss.fail("unauthenticated", fmt.Errorf("%s before authentication completed", kmsg.NameForKey(h.key)))
+			return
+		}
+		if h.key == keyApiVersions { // always Strait's own answer
 			local, err := s.answerApiVersions(ctx, h)
 			if err != nil {
 				ss.fail("not_ready", err)
@@ -232,80 +336,177 @@ func (ss *session) read(ctx context.Context) {
 			ss.fail("unsupported_api", fmt.Errorf("%s v%d (key %d) is not forwarded by Strait", kmsg.NameForKey(h.key), h.version, h.key))
 			return
 		}
-
-		acks := int16(-1) // produce with acks=0 gets no response
-		if h.key == 0 {
-			if a, ok := produceAcks(frame[h.bodyOffset:], h.version); ok {
-				acks = a
-			}
-		}
-		p := pending{key: h.key, version: h.version, corr: h.corr}
-		reqHooked, respHooked := s.chain.Hooked(h.key, h.version)
-		var out []byte // a re-encoded frame, when a hook changed the request
-		if reqHooked || respHooked {
-			p.x = &interceptor.Exchange{Conn: ss.ic, Key: h.key, Version: h.version, CorrelationID: h.corr}
-			p.decodeResp = respHooked
-		}
-		if reqHooked {
-			req := kmsg.RequestForKey(h.key)
-			req.SetVersion(h.version)
-			if err := req.ReadFrom(frame[h.bodyOffset:]); err != nil {
-				ss.fail("malformed", fmt.Errorf("decode %s v%d: %w", kmsg.NameForKey(h.key), h.version, err))
-				return
-			}
-			p.x.Request = req
-			// The decoded request aliases this frame: the exchange owns it
-			// until done, and the next frame goes into another buffer.
-			owned := frame
-			p.x.OnDone(func() { putFrame(owned) })
-			buf = getFrame()
-			if err := s.chain.Request(ctx, p.x); err != nil {
-				ss.hookError(err)
-				return
-			}
-			if p.x.Response != nil {
-				s.metrics.localAnswers[k].Inc()
-				if acks == 0 {
-					p.x.Done()
-					continue // the client expects no answer
-				}
-				p.start = time.Now()
-				if !ss.enqueue(p) {
-					return
-				}
-				continue
-			}
-			if p.x.RequestModified() {
-				ss.reqScratch = appendRequestFrame(ss.reqScratch[:0], h, req)
-				out = ss.reqScratch
-			}
-		}
-		if ss.up == nil {
-			if err := ss.dial(ctx); err != nil {
-				return
-			}
-		}
-		if err := ss.forward(frame, out); err != nil {
-			ss.fail("upstream_write", err)
+		owned, ok := ss.request(ctx, h, frame, held)
+		if !ok {
 			return
 		}
-		if acks == 0 {
-			if p.x != nil {
-				p.x.Done()
-			}
-			continue // no response will come
-		}
-		p.up, p.start = ss.up, time.Now()
-		if len(ss.pending) == cap(ss.pending) {
-			if err := ss.flushUpstream(); err != nil {
-				ss.fail("upstream_write", err)
-				return
-			}
-		}
-		if !ss.enqueue(p) {
-			return
+		if owned { // an exchange keeps the frame (and its budget) until done
+			buf, held = getFrame(), 0
 		}
 	}
+}
+
+// request runs the chain over one request and forwards it (or enqueues a
+// local answer). owned reports whether an exchange took the frame and the
+// held budget, to give back when it is done; ok false ends the session.
+func (ss *session) request(ctx context.Context, h reqHeader, frame []byte, held int64) (owned, ok bool) {
+	s := ss.srv
+	acks := int16(-1) // produce with acks=0 gets no response
+	if h.key == keyProduce {
+		if a, ok := produceAcks(frame[h.bodyOffset:], h.version); ok {
+			acks = a
+		}
+	}
+	p := pending{key: h.key, version: h.version, corr: h.corr}
+	reqHooked, respHooked := s.chain.Hooked(h.key, h.version)
+	var out []byte // a re-encoded frame, when a hook changed the request
+	if reqHooked || respHooked {
+		p.x = &interceptor.Exchange{Conn: ss.ic, Key: h.key, Version: h.version, CorrelationID: h.corr}
+		p.decodeResp = respHooked
+	}
+	if reqHooked {
+		req := kmsg.RequestForKey(h.key)
+		req.SetVersion(h.version)
+		if err := req.ReadFrom(frame[h.bodyOffset:]); err != nil {
+			ss.fail("malformed", fmt.Errorf("decode %s v%d: %w", kmsg.NameForKey(h.key), h.version, err))
+			return false, false
+		}
+		p.x.Request = req
+		// The decoded request aliases this frame: the exchange owns it
+		// (and the budget it holds) until done.
+		owned = true
+		p.x.OnDone(func() { putFrame(frame); s.release(held) })
+		if err := s.chain.Request(ctx, p.x); err != nil {
+			p.x.Done()
+			ss.hookError(err)
+			return owned, false
+		}
+		if p.x.Response == nil && p.x.RequestModified() {
+			ss.reqScratch = appendRequestFrame(ss.reqScratch[:0], h, req)
+			out = ss.reqScratch
+			if len(out)-4 > int(s.cfg.Limits.MaxFrameBytes) {
+				// The hooks grew the request past what the broker
+				// takes: answer it here rather than send a frame the
+				// broker would drop the connection for.
+				if !ss.answerLocally(p.x, req, kerr.MessageTooLarge.Code) {
+					return owned, false
+				}
+				out = nil
+			}
+		}
+		if p.x.Response != nil {
+			s.metrics.localAnswers[apiIndex(h.key)].Inc()
+			if acks == 0 {
+				p.x.Done()
+				return owned, true // the client expects no answer
+			}
+			p.start = time.Now()
+			if !ss.enqueue(p) {
+				p.x.Done()
+				return owned, false
+			}
+			return owned, true
+		}
+	}
+	abandon := func() {
+		if p.x != nil {
+			p.x.Done()
+		}
+	}
+	if ss.up == nil {
+		if err := ss.dial(ctx); err != nil {
+			abandon()
+			return owned, false
+		}
+	}
+	if err := ss.forward(frame, out); err != nil {
+		abandon()
+		ss.fail("upstream_write", err)
+		return owned, false
+	}
+	if acks == 0 {
+		abandon()
+		return owned, true // no response will come
+	}
+	p.up, p.start = ss.up, time.Now()
+	if len(ss.pending) == cap(ss.pending) {
+		if err := ss.flushUpstream(); err != nil {
+			abandon()
+			ss.fail("upstream_write", err)
+			return owned, false
+		}
+	}
+	if !ss.enqueue(p) {
+		abandon()
+		return owned, false
+	}
+	return owned, true
+}
+
+// answerLocally answers req with code on every partition or item it names.
+func (ss *session) answerLocally(x *interceptor.Exchange, req kmsg.Request, code int16) bool {
+	resp, err := interceptor.ErrorResponse(req, code)
+	if err != nil {
+		x.Done()
+		ss.fail("request_too_large", err)
+		return false
+	}
+	x.Respond(resp)
+	return true
+}
+
+// nextFrameSize peeks at the size of the next frame, once it has arrived,
+// and arms the stall deadline if the rest has not: a client that sends a
+// size and trickles (or withholds) the body is closed after stall_timeout.
+// It returns 0 when there is no valid size; readFrame then reports why.
+func (ss *session) nextFrameSize() int64 {
+	b, err := ss.cr.Peek(4)
+	if err != nil {
+		return 0
+	}
+	n := int64(int32(binary.BigEndian.Uint32(b)))
+	if n <= 0 || n > int64(ss.srv.cfg.Limits.MaxFrameBytes) {
+		return 0
+	}
+	if int64(ss.cr.Buffered()) < 4+n {
+		_ = ss.client.SetReadDeadline(time.Now().Add(ss.srv.cfg.Limits.StallTimeout.D()))
+	}
+	return n
+}
+
+// reserve takes n bytes of the server's frame budget, waiting up to
+// stall_timeout for other connections to give some back.
+func (ss *session) reserve(ctx context.Context, n int64) bool {
+	s := ss.srv
+	if s.budget.TryAcquire(n) {
+		s.held.Add(n)
+		return true
+	}
+	s.metrics.budgetWaits.Inc()
+	wctx, cancel := context.WithTimeout(ctx, s.cfg.Limits.StallTimeout.D())
+	defer cancel()
+	if err := s.budget.Acquire(wctx, n); err != nil {
+		ss.fail("memory_budget", fmt.Errorf("no room for a %d-byte frame in limits.max_buffered_bytes (%d) within %s", n, s.cfg.Limits.MaxBufferedBytes, s.cfg.Limits.StallTimeout.D()))
+		return false
+	}
+	s.held.Add(n)
+	return true
+}
+
+// rawToken hands one unframed SASL token (SaslHandshake v0) to the
+// interceptor that asked for it and queues its reply, size-prefixed.
+func (ss *session) rawToken(ctx context.Context, th interceptor.TokenHandler, token []byte) bool {
+	ss.bytesIn.Add(int64(len(token) + 4))
+	reply, done, err := th(ctx, ss.ic, token)
+	if err != nil {
+		ss.hookError(err)
+		return false
+	}
+	if done {
+		ss.ic.ExpectRawTokens(nil)
+	}
+	local := binary.BigEndian.AppendUint32(make([]byte, 0, 4+len(reply)), uint32(len(reply)))
+	return ss.enqueue(pending{key: keySaslHandshake, local: append(local, reply...), start: time.Now()})
 }
 
 func (ss *session) enqueue(p pending) bool {
@@ -318,6 +519,7 @@ func (ss *session) enqueue(p pending) bool {
 }
 
 func (ss *session) forward(frame, out []byte) error {
+	ss.upWD.arm(ss.up.conn, ss.srv.cfg.Limits.StallTimeout.D())
 	w := ss.up.w
 	if out != nil {
 		_, err := w.Write(out)
@@ -334,6 +536,7 @@ func (ss *session) flushUpstream() error {
 	if ss.up == nil || ss.up.w.Buffered() == 0 {
 		return nil
 	}
+	ss.upWD.arm(ss.up.conn, ss.srv.cfg.Limits.StallTimeout.D())
 	return ss.up.w.Flush()
 }
 
@@ -346,6 +549,8 @@ func (ss *session) readError(err error) {
 		ss.close(nil)
 	case ss.stopping.Load():
 		// Draining.
+	case (errors.As(err, &ne) && ne.Timeout() || errors.Is(err, os.ErrDeadlineExceeded)) && ss.inFrame:
+		ss.fail("frame_stalled", fmt.Errorf("frame not complete within limits.stall_timeout: %w", err))
 	case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, os.ErrDeadlineExceeded):
 		ss.fail("idle_timeout", err)
 	case errors.Is(err, errFrameTooLarge):
@@ -374,6 +579,11 @@ func (ss *session) hookError(err error) {
 // upstream hooks on it before any client request is forwarded.
 func (ss *session) dial(ctx context.Context) error {
 	s := ss.srv
+	if ss.ic.AuthPending() {
+		// Defence in depth: the gate must hold until a principal is set.
+		ss.fail("unauthenticated", errors.New("upstream dial before authentication completed"))
+		return errors.New("unauthenticated")
+	}
 	addr, ok := s.upstreamAddr(ss.node)
 	if !ok {
 		s.metrics.dialErrors.WithLabelValues(fmt.Sprint(ss.node)).Inc()
@@ -386,7 +596,8 @@ func (ss *session) dial(ctx context.Context) error {
 		ss.fail("upstream_dial", fmt.Errorf("dial %s: %w", addr, err))
 		return err
 	}
-	up := newUpstream(c, addr, ss.node, s.vt.Load())
+	up := newUpstream(c, addr, ss.node, s.vt.Load(), s.cfg.Limits.MaxFrameBytes)
+	ss.upWD = writeDeadline{}
 	select {
 	case <-ss.done: // closed while dialing
 		c.Close()
@@ -408,7 +619,13 @@ func (ss *session) dial(ctx context.Context) error {
 func (ss *session) pump(ctx context.Context) {
 	s := ss.srv
 	var buf []byte
+	stall := s.cfg.Limits.StallTimeout.D()
 	for p := range ss.pending {
+		ss.cur = p.x
+		if cap(buf) > growStep {
+			putFrame(buf) // an idle connection keeps no large buffer
+			buf = nil
+		}
 		var out []byte   // what to write
 		prefixed := true // out carries its own size prefix
 		k := apiIndex(p.key)
@@ -455,10 +672,6 @@ func (ss *session) pump(ctx context.Context) {
 				out = o
 			}
 			if out == nil {
-				if err := writeSize(ss.cw, len(frame)); err != nil {
-					ss.close(nil)
-					return
-				}
 				out, prefixed = frame, false
 			}
 		}
@@ -468,8 +681,15 @@ func (ss *session) pump(ctx context.Context) {
 		}
 		s.metrics.respBytes[k].Add(float64(n))
 		ss.bytesOut.Add(int64(n))
+		ss.clientWD.arm(ss.client, stall)
+		if !prefixed {
+			if err := writeSize(ss.cw, len(out)); err != nil {
+				ss.clientWriteError(err)
+				return
+			}
+		}
 		if _, err := ss.cw.Write(out); err != nil {
-			ss.close(nil)
+			ss.clientWriteError(err)
 			return
 		}
 		if p.x != nil {
@@ -477,12 +697,39 @@ func (ss *session) pump(ctx context.Context) {
 		}
 		if len(ss.pending) == 0 {
 			if err := ss.cw.Flush(); err != nil {
-				ss.close(nil)
+				ss.clientWriteError(err)
 				return
 			}
 		}
 	}
+	ss.clientWD.arm(ss.client, stall)
 	_ = ss.cw.Flush()
+}
+
+// clientWriteError ends the session after a failed write to the client: a
+// client that stopped reading (the write deadline passed) is counted; one
+// that hung up is not an error.
+func (ss *session) clientWriteError(err error) {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		ss.fail("client_stalled", fmt.Errorf("client read nothing for %s: %w", ss.srv.cfg.Limits.StallTimeout.D(), err))
+		return
+	}
+	ss.close(nil)
+}
+
+// writeDeadline keeps a socket's write deadline at least half the stall
+// timeout ahead of now, touching the socket only when it is not, so a
+// steady stream pays a clock read per frame rather than a syscall-side
+// timer reset, and a write to a peer that stopped reading fails in bounded
+// time instead of holding the session's buffers forever.
+type writeDeadline struct{ until time.Time }
+
+func (w *writeDeadline) arm(c net.Conn, d time.Duration) {
+	now := time.Now()
+	if w.until.Sub(now) < d/2 {
+		w.until = now.Add(d)
+		_ = c.SetWriteDeadline(w.until)
+	}
 }
 
 // responseHooks decodes a response, runs the chain, and returns a re-encoded

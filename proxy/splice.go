@@ -71,6 +71,7 @@ func (ss *session) spliceRequest() (bool, error) {
 	if err := ss.flushUpstream(); err != nil {
 		return false, err
 	}
+	ss.upWD.arm(ss.up.conn, s.cfg.Limits.StallTimeout.D())
 	// What the reader has buffered goes first, the rest straight from
 	// socket to socket.
 	k := min(ss.cr.Buffered(), 4+n)
@@ -118,6 +119,7 @@ func (ss *session) spliceResponse(p pending) (int, error) {
 	if got := int32(binary.BigEndian.Uint32(head[4:])); got != p.corr {
 		return 0, nil // readFrame's path reports the mismatch
 	}
+	ss.clientWD.arm(ss.client, ss.srv.cfg.Limits.StallTimeout.D())
 	if err := ss.cw.Flush(); err != nil {
 		return 0, err
 	}

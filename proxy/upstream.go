@@ -99,11 +99,13 @@ type upstream struct {
 	w    *bufio.Writer
 	corr atomic.Int32 // correlation ids for Strait's own requests (hooks)
 	vt   *versionTable
+	// maxFrame bounds responses to Strait's own requests (limits.max_frame_bytes).
+	maxFrame int32
 }
 
-func newUpstream(conn net.Conn, addr string, node int32, vt *versionTable) *upstream {
+func newUpstream(conn net.Conn, addr string, node int32, vt *versionTable, maxFrame int32) *upstream {
 	return &upstream{
-		addr: addr, node: node, conn: conn, vt: vt,
+		addr: addr, node: node, conn: conn, vt: vt, maxFrame: maxFrame,
 		r: bufio.NewReaderSize(conn, 64<<10),
 		w: bufio.NewWriterSize(conn, 64<<10),
 	}
@@ -131,7 +133,7 @@ func (u *upstream) RoundTrip(ctx context.Context, req kmsg.Request) (kmsg.Respon
 	if err := u.w.Flush(); err != nil {
 		return nil, err
 	}
-	body, err := readFrame(u.r, nil, 100<<20, minResponseFrame)
+	body, err := readFrame(u.r, nil, u.maxFrame, minResponseFrame)
 	if err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"strings"
 	"sync"
@@ -98,7 +99,12 @@ func NewDecrypt(cfg Config, env Env) (*interceptor.Interceptor, error) {
 			{Key: 1, Response: e.openFetch},
 			{Key: 78, Response: e.openShareFetch},
 		},
-		Close: e.close,
+		// Below Fetch v4 a broker down-converts to message sets, which
+		// have no headers: strait.enc would vanish and the consumer get
+		// envelope bytes with no error. Strait neither advertises nor
+		// forwards those versions while decrypt is on.
+		Requires: []interceptor.VersionRange{{Key: 1, Min: 4, Max: math.MaxInt16}},
+		Close:    e.close,
 	}, nil
 }
 
