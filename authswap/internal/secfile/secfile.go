@@ -1,0 +1,98 @@
+// Package secfile reads files that hold secrets (password hashes, upstream
+// credentials): refused when others may read them or the group may write
+// them, and reloaded when they change on disk.
+package secfile
+
+import (
+	"fmt"
+	"os"
+	"sync"
+	"time"
+)
+
+// Read returns the contents of path after checking its mode: no access for
+// others, no write for the group (0600, 0640 and 0400 are fine; Kubernetes
+// secret volumes need defaultMode 0440 or stricter).
+func Read(path string) ([]byte, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkMode(path, st); err != nil {
+		return nil, err
+	}
+	return os.ReadFile(path)
+}
+
+func checkMode(path string, st os.FileInfo) error {
+	if m := st.Mode().Perm(); m&0o027 != 0 {
+		return fmt.Errorf("%s has mode %#o: a file of secrets must not be readable by others nor writable by its group (chmod 600)", path, m)
+	}
+	return nil
+}
+
+// Watched is a parsed secret file, re-read when its size or modification
+// time changes. A change that fails to load keeps the previous contents and
+// is reported once through OnError.
+type Watched[T any] struct {
+	path    string
+	parse   func([]byte) (T, error)
+	onError func(error)
+
+	mu      sync.Mutex
+	val     T
+	mtime   time.Time
+	size    int64
+	badSeen time.Time // mtime of the last version that failed, reported once
+}
+
+// Watch loads path now (an error is returned, nothing is kept) and returns
+// a Watched that reloads it on change.
+func Watch[T any](path string, parse func([]byte) (T, error), onError func(error)) (*Watched[T], error) {
+	w := &Watched[T]{path: path, parse: parse, onError: onError}
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	b, err := Read(path)
+	if err != nil {
+		return nil, err
+	}
+	v, err := parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	w.val, w.mtime, w.size = v, st.ModTime(), st.Size()
+	return w, nil
+}
+
+// Get returns the current contents, reloading them first if the file changed
+// (one stat per call).
+func (w *Watched[T]) Get() T {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	st, err := os.Stat(w.path)
+	if err != nil || (st.ModTime().Equal(w.mtime) && st.Size() == w.size) {
+		return w.val
+	}
+	if st.ModTime().Equal(w.badSeen) {
+		return w.val
+	}
+	b, err := Read(w.path)
+	var v T
+	if err == nil {
+		v, err = w.parse(b)
+		if err != nil {
+			err = fmt.Errorf("%s: %w", w.path, err)
+		}
+	}
+	if err != nil {
+		w.badSeen = st.ModTime()
+		if w.onError != nil {
+			w.onError(fmt.Errorf("reload kept the previous version: %w", err))
+		}
+		return w.val
+	}
+	w.val, w.mtime, w.size = v, st.ModTime(), st.Size()
+	return w.val
+}
