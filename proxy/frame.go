@@ -26,6 +26,14 @@ const (
 	minResponseFrame = 4
 )
 
+// sockBuf is the size of each of a session's four socket buffers (client
+// and upstream, read and write). Frames larger than it bypass the buffers
+// (bufio reads and writes them directly), so it only has to batch small
+// frames; it must hold a request header and the start of a Produce body
+// for splice (4 + headPeek). Four of them are most of what an idle
+// connection costs (docs/security.md).
+const sockBuf = 16 << 10
+
 // growStep is the most readFrame allocates ahead of the bytes that have
 // arrived: a peer that sends a size and then nothing pins at most this much.
 const growStep = 64 << 10

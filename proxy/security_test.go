@@ -455,3 +455,57 @@ func TestAuthenticationGate(t *testing.T) {
 		t.Fatal("metadata after authentication named no brokers")
 	}
 }
+
+// Idle connections (issue 10's bound): each of n clients has made one
+// round trip through the broker (so its upstream connection exists too) and
+// then sits idle. What Strait holds per connection (heap and stacks, less
+// what the same clients cost connected straight to the in-process kfake)
+// must stay under the documented bound (docs/security.md).
+func TestIdleConnectionMemory(t *testing.T) {
+	const n = 500
+	const bound = 112 << 10 // bytes per client connection, its upstream included (measured: 95 KiB)
+	c := straittest.Cluster(t, kfake.SeedTopics(1, "idle"))
+	s := straittest.Start(t, c.ListenAddrs(), nil, nil)
+	mustWork(t, s)
+	md := kmsg.NewPtrMetadataRequest()
+	md.SetVersion(1)
+	frame := kmsg.NewRequestFormatter().AppendRequest(nil, md, 1)
+	measure := func() int64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return int64(m.HeapInuse + m.StackInuse)
+	}
+	open := func(addr string) (per int64, closeAll func()) {
+		before := measure()
+		conns := make([]net.Conn, 0, n)
+		closeAll = func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}
+		for range n {
+			conn, err := net.Dial("tcp", addr)
+			straittest.Must(t, err, "dial")
+			conns = append(conns, conn)
+			_, err = conn.Write(frame)
+			straittest.Must(t, err, "write")
+			_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+			var size [4]byte
+			_, err = io.ReadFull(conn, size[:])
+			straittest.Must(t, err, "read")
+			_, err = io.CopyN(io.Discard, conn, int64(binary.BigEndian.Uint32(size[:])))
+			straittest.Must(t, err, "read")
+		}
+		return (measure() - before) / n, closeAll
+	}
+	direct, closeDirect := open(c.ListenAddrs()[0])
+	closeDirect()
+	through, closeThrough := open(s.Bootstrap)
+	defer closeThrough()
+	per := through - direct
+	t.Logf("%d idle connections: %d KiB each direct to kfake, %d KiB through Strait: Strait holds %d KiB per connection (its upstream included)", n, direct>>10, through>>10, per>>10)
+	if per > bound {
+		t.Fatalf("Strait holds %d bytes per idle connection, bound %d", per, bound)
+	}
+}

@@ -196,8 +196,8 @@ func (ss *session) run(sni bool) {
 			ss.node, ss.ic.NodeID = node, node
 		}
 	}
-	ss.cr = bufio.NewReaderSize(ss.client, 64<<10)
-	ss.cw = bufio.NewWriterSize(ss.client, 64<<10)
+	ss.cr = bufio.NewReaderSize(ss.client, sockBuf)
+	ss.cw = bufio.NewWriterSize(ss.client, sockBuf)
 	s.log.Info("connection opened", "conn", ss.ic.ID, "listener", ss.listener, "node", ss.node, "remote", ss.ic.RemoteAddr.String(), "sni", ss.ic.SNI)
 	start := time.Now()
 

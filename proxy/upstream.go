@@ -106,8 +106,8 @@ type upstream struct {
 func newUpstream(conn net.Conn, addr string, node int32, vt *versionTable, maxFrame int32) *upstream {
 	return &upstream{
 		addr: addr, node: node, conn: conn, vt: vt, maxFrame: maxFrame,
-		r: bufio.NewReaderSize(conn, 64<<10),
-		w: bufio.NewWriterSize(conn, 64<<10),
+		r: bufio.NewReaderSize(conn, sockBuf),
+		w: bufio.NewWriterSize(conn, sockBuf),
 	}
 }
 
