@@ -276,3 +276,27 @@ func (c *Catalog) topic(name string) *TopicFields {
 	}
 	return nil
 }
+
+// CheckOrder checks the chain order rule of docs/identity.md: policy must
+// be listed before decrypt, so that on the Fetch response path (last to
+// first) it runs after decryption and decides on clear values. names are
+// the interceptor names in config order.
+func CheckOrder(names []string) config.Errors {
+	pol, dec := -1, -1
+	for i, n := range names {
+		switch n {
+		case Name:
+			if pol < 0 {
+				pol = i
+			}
+		case "decrypt":
+			if dec < 0 {
+				dec = i
+			}
+		}
+	}
+	if pol >= 0 && dec >= 0 && pol > dec {
+		return config.Errors{fmt.Sprintf("interceptors[%d].name: policy must be listed before decrypt (interceptors[%d]): responses run last to first, so policy must see decrypted records", pol, dec)}
+	}
+	return nil
+}

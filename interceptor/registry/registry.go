@@ -17,6 +17,7 @@ import (
 	"github.com/strait-proxy/strait/interceptor"
 	"github.com/strait-proxy/strait/interceptor/denyapis"
 	"github.com/strait-proxy/strait/metadata"
+	"github.com/strait-proxy/strait/policy"
 )
 
 // Env is what constructors may use: a logger, a metrics registry, and the
@@ -47,6 +48,13 @@ var builtins = map[string]Constructor{
 		}
 		return encrypt.NewDecrypt(c, encrypt.Env{Logger: env.Logger, Metrics: env.Metrics, Topics: env.Topics})
 	},
+	policy.Name: func(raw json.RawMessage, env Env) (*interceptor.Interceptor, error) {
+		var c policy.Config
+		if err := config.DecodeStrict(raw, &c, env.Path); err != nil {
+			return nil, err
+		}
+		return policy.New(c, policy.Env{Logger: env.Logger, Metrics: env.Metrics, Topics: env.Topics})
+	},
 	"deny-apis": func(raw json.RawMessage, env Env) (*interceptor.Interceptor, error) {
 		var c denyapis.Config
 		if err := config.DecodeStrict(raw, &c, env.Path); err != nil {
@@ -64,6 +72,14 @@ func Names() []string {
 	}
 	out = append(out, "metadata")
 	sort.Strings(out)
+	return out
+}
+
+func names(cfg config.Config) []string {
+	out := make([]string, len(cfg.Interceptors))
+	for i, ic := range cfg.Interceptors {
+		out[i] = ic.Name
+	}
 	return out
 }
 
@@ -90,6 +106,7 @@ func (s *Set) Close() error {
 func Build(cfg config.Config, log *slog.Logger, reg prometheus.Registerer) (*Set, error) {
 	set := &Set{Topics: metadata.NewTopicNames()}
 	var errs config.Errors
+	errs = append(errs, policy.CheckOrder(names(cfg))...)
 	for i, ic := range cfg.Interceptors {
 		path := fmt.Sprintf("interceptors[%d]", i)
 		if ic.Name == "metadata" {
