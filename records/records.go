@@ -74,7 +74,7 @@ var (
 	// ErrTooLarge reports a batch that would decompress to more than the
 	// limit (see [Rewriter.MaxDecompressedBytes]), or whose rewritten
 	// records would exceed [Rewriter.MaxBatchBytes].
-	ErrTooLarge = errors.New("records: decompressed batch exceeds limit")
+	ErrTooLarge = errors.New("records: batch exceeds a limit")
 	// ErrUnknownCodec reports compression attribute 5, 6 or 7.
 	ErrUnknownCodec = errors.New("records: unknown compression codec")
 	// ErrLegacyFormat reports a magic 0 or 1 message set in strict mode.

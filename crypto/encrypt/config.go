@@ -30,6 +30,22 @@ type Config struct {
 	// SchemaRegistry resolves Avro and Protobuf writer schemas by the id in
 	// each value's Confluent wire header.
 	SchemaRegistry *SchemaRegistry `json:"schema_registry,omitempty"`
+	// Limits bound what one record batch may cost to read or rewrite.
+	Limits Limits `json:"limits,omitempty"`
+}
+
+// Limits bound the work one record batch can cause (decompression and
+// record-count bombs, growth from encryption). Zero values pick the
+// defaults; a batch over a limit is refused for its partition only.
+type Limits struct {
+	// MaxDecompressedBytes bounds one batch's decompressed size (default
+	// 64 MiB, records.DefaultMaxDecompressedBytes).
+	MaxDecompressedBytes int `json:"max_decompressed_bytes,omitempty"`
+	// MaxBatchBytes bounds one encrypted batch's records before
+	// recompression (default 16 MiB, records.DefaultMaxBatchBytes). A batch
+	// whose records could exceed it once encrypted (declared count times the
+	// least an envelope adds) is refused from its header.
+	MaxBatchBytes int `json:"max_batch_bytes,omitempty"`
 }
 
 // KMS configures the key stores; rules name one by its key here.
@@ -158,6 +174,12 @@ func (c *Config) validate() []string {
 		if err := c.KMS.PKCS11.Validate(); err != nil {
 			add("kms.pkcs11", "%v", err)
 		}
+	}
+	if c.Limits.MaxDecompressedBytes < 0 {
+		add("limits.max_decompressed_bytes", "must not be negative")
+	}
+	if c.Limits.MaxBatchBytes < 0 {
+		add("limits.max_batch_bytes", "must not be negative")
 	}
 	switch c.OnDecryptError {
 	case "", "error", "leave-encrypted":

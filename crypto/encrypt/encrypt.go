@@ -61,7 +61,6 @@ type engine struct {
 	bindTopic bool
 	leaveEnc  bool
 	rw        records.Rewriter // Fetch side: tolerant of partial batches
-	rwStrict  records.Rewriter // Produce side: nothing may pass unseen
 	m         *metrics
 	burst     burstLog
 }
@@ -69,7 +68,29 @@ type engine struct {
 type rule struct {
 	Rule
 	kms    string
-	walker fields.Walker // nil: whole value
+	walker fields.Walker    // nil: whole value
+	rw     records.Rewriter // Produce side: strict (nothing may pass unseen), growth bounded
+}
+
+// minWrappedDEK is the least a wrapped 256-bit data key takes with any
+// provider: AES key wrap adds 8 bytes to the 32 (PKCS#11: 43 bytes, local
+// and Vault: 62 and more, AWS: about 184).
+const minWrappedDEK = 40
+
+// minGrowth is the least an encrypted record of r grows by: the strait.enc
+// header plus one envelope of an empty plaintext (whole value or key), or,
+// for fields, the key reference header plus one detached envelope.
+func (r *rule) minGrowth() int {
+	whole := envelope.HeaderOverhead(envelope.PartValue) + envelope.Overhead(len(r.KeyID), minWrappedDEK, 0)
+	if r.walker == nil {
+		return whole
+	}
+	fieldsGrowth := envelope.HeaderOverhead(envelope.PartFields) +
+		1 + len(envelope.KeyRefHeader) + 1 + len(r.KeyID) + minWrappedDEK + envelope.DetachedOverhead(0)
+	if r.EncryptKey {
+		return min(whole, fieldsGrowth)
+	}
+	return fieldsGrowth
 }
 
 // NewEncrypt builds the encrypt interceptor (Produce).
@@ -125,7 +146,7 @@ func newEngine(cfg Config, env Env) (*engine, error) {
 		sealers:   make(map[string]*envelope.Sealer),
 		bindTopic: cfg.BindTopic == nil || *cfg.BindTopic,
 		leaveEnc:  cfg.OnDecryptError == "leave-encrypted",
-		rwStrict:  records.Rewriter{Strict: true},
+		rw:        records.Rewriter{MaxDecompressedBytes: cfg.Limits.MaxDecompressedBytes, MaxBatchBytes: cfg.Limits.MaxBatchBytes},
 		m:         newMetrics(reg),
 	}
 	e.burst.log = log
@@ -195,6 +216,12 @@ func newEngine(cfg Config, env Env) (*engine, error) {
 				e.close()
 				return nil, fmt.Errorf("rules[%d]: %w", i, err)
 			}
+		}
+		cr.rw = records.Rewriter{
+			Strict:               true,
+			MaxDecompressedBytes: cfg.Limits.MaxDecompressedBytes,
+			MaxBatchBytes:        cfg.Limits.MaxBatchBytes,
+			MinGrowth:            cr.minGrowth(),
 		}
 		e.rules = append(e.rules, cr)
 	}

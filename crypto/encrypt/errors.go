@@ -24,7 +24,8 @@ var (
 // client; an idempotent producer retries the same sequence numbers, which is
 // correct because nothing was forwarded. Key missing or access denied →
 // POLICY_VIOLATION: not retriable, a configuration problem someone must fix.
-// Malformed input → CORRUPT_MESSAGE or INVALID_RECORD, not retriable.
+// Malformed input → CORRUPT_MESSAGE or INVALID_RECORD, not retriable; a batch
+// over a limit (records.ErrTooLarge) → INVALID_RECORD.
 func code(err error) (int16, bool) {
 	switch {
 	case errors.Is(err, kms.ErrUnavailable):
@@ -35,7 +36,7 @@ func code(err error) (int16, bool) {
 		return kerr.CorruptMessage.Code, false
 	case errors.Is(err, errUnknownTopic):
 		return kerr.UnknownTopicID.Code, false
-	case errors.Is(err, records.ErrCorrupt):
+	case errors.Is(err, records.ErrCorrupt), errors.Is(err, records.ErrUnknownCodec):
 		return kerr.CorruptMessage.Code, false
 	case errors.Is(err, fields.ErrMalformed), errors.Is(err, errAlreadyEncrypted):
 		return kerr.InvalidRecord.Code, false

@@ -12,9 +12,11 @@ import (
 	"github.com/strait-proxy/strait/records"
 )
 
-// openFetch decrypts every encrypted record of a Fetch response. Records
-// without Strait's header pass untouched (whatever rules say: a record
-// written before encryption was turned on is readable as it was written).
+// openFetch decrypts the encrypted records of the topics a rule covers in a
+// Fetch response. Records of topics no rule matches pass untouched, still
+// encrypted if they were (a rule is what authorizes decryption); so do
+// records of a covered topic without Strait's header (a record written
+// before encryption was turned on is readable as it was written).
 func (e *engine) openFetch(ctx context.Context, x *interceptor.Exchange) error {
 	resp := x.Response.(*kmsg.FetchResponse)
 	changed := false
@@ -32,6 +34,7 @@ func (e *engine) openFetch(ctx context.Context, x *interceptor.Exchange) error {
 				c, _ := code(err)
 				p.ErrorCode, p.RecordBatches = c, nil
 				changed = true
+				e.m.partitionsFailedClosed.Inc()
 				e.burst.error("fetch partition refused: records could not be decrypted", "topic", name, "partition", p.Partition,
 					"client_id", x.Conn.ClientID(), "error_code", c, "err", err)
 				continue
@@ -64,6 +67,7 @@ func (e *engine) openShareFetch(ctx context.Context, x *interceptor.Exchange) er
 				msg := "strait: " + err.Error()
 				p.ErrorCode, p.ErrorMessage, p.Records, p.AcquiredRecords = c, &msg, nil, nil
 				changed = true
+				e.m.partitionsFailedClosed.Inc()
 				e.burst.error("share fetch partition refused: records could not be decrypted", "topic", name, "partition", p.Partition, "err", err)
 				continue
 			}
@@ -86,14 +90,23 @@ func (e *engine) resolve(ctx context.Context, id [16]byte) (string, error) {
 	return n, nil
 }
 
-// openPartition decrypts the records of one partition's batches. A topic
-// whose name could not be resolved fails only if it holds encrypted records:
-// the AAD binds the name, so they could not be opened.
+// openPartition decrypts the records of one partition's batches, if a rule
+// covers topic; otherwise they pass untouched. A topic whose name could not
+// be resolved (so no rule can be told to cover it or not) fails only if it
+// holds encrypted records: the AAD binds the name, so they could not be
+// opened.
+//
+// With on_decrypt_error: error, a batch that cannot be read (corrupt, over
+// a limit, unknown codec) fails the partition like a record that cannot be
+// decrypted: the client never gets error code 0 with ciphertext in it.
 func (e *engine) openPartition(ctx context.Context, ar *arena, topic string, nameErr error, batches []byte) ([]byte, bool, error) {
 	if len(batches) == 0 {
 		return batches, false, nil
 	}
 	r := e.ruleFor(topic)
+	if r == nil && nameErr == nil {
+		return batches, false, nil
+	}
 	aad := e.aadTopic(r, topic)
 	var arena, valBuf []byte
 	var ref []byte // the record's key reference, when its fields are detached envelopes
@@ -160,12 +173,14 @@ func (e *engine) openPartition(ctx context.Context, ar *arena, topic string, nam
 		return true, nil
 	})
 	if err != nil {
-		if errors.Is(err, records.ErrCorrupt) || errors.Is(err, records.ErrTooLarge) ||
-			errors.Is(err, records.ErrUnknownCodec) || errors.Is(err, records.ErrLegacyFormat) {
-			// A batch Strait cannot read: hand it to the client as the
-			// broker sent it (still encrypted, if it was), and let the
-			// client report the corruption itself.
-			e.burst.error("fetch batch passed on unread", "topic", topic, "err", err)
+		var be *records.BatchError
+		if e.leaveEnc && errors.As(err, &be) {
+			// A batch Strait cannot read, and the configuration asks for
+			// undecryptable records to be delivered as they are: hand the
+			// partition on as the broker sent it (still encrypted, if it
+			// was); the client reports any corruption itself.
+			e.m.leftEncrypted.Inc()
+			e.burst.error("fetch batch left encrypted: it could not be read", "topic", topic, "err", err)
 			return batches, false, nil
 		}
 		return nil, false, err

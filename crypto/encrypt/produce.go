@@ -164,7 +164,7 @@ func (e *engine) sealRecords(ctx context.Context, r *rule, topic string, dst, ba
 	}
 	var valBuf []byte
 	n := 0
-	out, changed, err := e.rwStrict.Rewrite(dst, batches, func(rec *records.Record) (bool, error) {
+	out, changed, err := r.rw.Rewrite(dst, batches, func(rec *records.Record) (bool, error) {
 		if _, ok := rec.Header(envelope.HeaderKey); ok {
 			return false, errAlreadyEncrypted
 		}
