@@ -104,7 +104,13 @@ func (s *Set) Close() error {
 // interceptor is built in by the proxy and always runs first; naming it is
 // an error, to avoid the illusion that it can be moved or removed.
 func Build(cfg config.Config, log *slog.Logger, reg prometheus.Registerer) (*Set, error) {
-	set := &Set{Topics: metadata.NewTopicNames()}
+	return BuildWith(cfg, log, reg, metadata.NewTopicNames())
+}
+
+// BuildWith is Build sharing an existing topic id→name map: a reload builds
+// the new interceptors on the map the running proxy feeds.
+func BuildWith(cfg config.Config, log *slog.Logger, reg prometheus.Registerer, topics *metadata.TopicNames) (*Set, error) {
+	set := &Set{Topics: topics}
 	var errs config.Errors
 	errs = append(errs, policy.CheckOrder(names(cfg))...)
 	for i, ic := range cfg.Interceptors {
