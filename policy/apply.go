@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
 
 	"github.com/strait-proxy/strait/crypto/fields"
 )
@@ -37,7 +36,25 @@ type applier struct {
 	vals    [][]byte
 	cur     *group
 	value   []byte
-	err     error
+	canon   []string
+	// the callbacks, bound once (a method value allocates per use)
+	locateFn, collectFn fields.SealFunc
+}
+
+func newApplier(tok *tokenizer) *applier {
+	ap := &applier{tok: tok}
+	ap.locateFn, ap.collectFn = ap.locate, ap.collect
+	return ap
+}
+
+// collect is the SealFunc of extract.
+func (ap *applier) collect(p string, pt []byte) ([]byte, error) {
+	for i, c := range ap.canon {
+		if c == p {
+			ap.vals[i] = pt
+		}
+	}
+	return nil, nil
 }
 
 var errAlias = errors.New("policy: walker returned a value that does not alias the input")
@@ -60,17 +77,10 @@ func (ap *applier) extract(w fields.Walker, canon []string, value []byte) ([][]b
 	for range canon {
 		ap.vals = append(ap.vals, nil)
 	}
-	ap.value = value
+	ap.canon = canon
 	var err error
-	ap.scratch, err = w.Seal(ap.scratch[:0], value, func(p string, pt []byte) ([]byte, error) {
-		for i, c := range canon {
-			if c == p {
-				ap.vals[i] = pt
-			}
-		}
-		return nil, nil
-	})
-	ap.value = nil
+	ap.scratch, err = w.Seal(ap.scratch[:0], value, ap.collectFn)
+	ap.canon = nil
 	return ap.vals, err
 }
 
@@ -87,7 +97,7 @@ func (ap *applier) apply(d *decision, value []byte, stillEncrypted bool, c *coun
 	for i := range d.groups {
 		ap.cur = &d.groups[i]
 		var err error
-		ap.scratch, err = ap.cur.walker.Seal(ap.scratch[:0], value, ap.locate)
+		ap.scratch, err = ap.cur.walker.Seal(ap.scratch[:0], value, ap.locateFn)
 		if err != nil {
 			ap.value, ap.cur = nil, nil
 			return nil, false, err
@@ -97,7 +107,12 @@ func (ap *applier) apply(d *decision, value []byte, stillEncrypted bool, c *coun
 	if len(ap.spans) == 0 {
 		return value, false, nil
 	}
-	sort.Slice(ap.spans, func(i, j int) bool { return ap.spans[i].start < ap.spans[j].start })
+	// insertion sort: a handful of spans, no allocation
+	for i := 1; i < len(ap.spans); i++ {
+		for j := i; j > 0 && ap.spans[j].start < ap.spans[j-1].start; j-- {
+			ap.spans[j], ap.spans[j-1] = ap.spans[j-1], ap.spans[j]
+		}
+	}
 	out := ap.out[:0]
 	last := 0
 	changed := false

@@ -199,7 +199,7 @@ func (p *Policy) onFetch(ctx context.Context, x *interceptor.Exchange) error {
 	resp := x.Response.(*kmsg.FetchResponse)
 	rt := p.st.Load()
 	conn := connOf(x)
-	ap := &applier{tok: p.tok}
+	ap := newApplier(p.tok)
 	var ar arena
 	changed := false
 	for ti := range resp.Topics {
@@ -245,7 +245,7 @@ func (p *Policy) onShareFetch(ctx context.Context, x *interceptor.Exchange) erro
 	resp := x.Response.(*kmsg.ShareFetchResponse)
 	rt := p.st.Load()
 	conn := connOf(x)
-	ap := &applier{tok: p.tok}
+	ap := newApplier(p.tok)
 	var ar arena
 	changed := false
 	for ti := range resp.Topics {
