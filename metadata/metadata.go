@@ -19,9 +19,7 @@
 package metadata
 
 import (
-	"context"
 	"fmt"
-	"sync"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
 
@@ -95,105 +93,4 @@ func done(x *interceptor.Exchange, changed bool) error {
 // upstream addresses, so the connection is closed instead.
 func typeError(want string, got kmsg.Response) error {
 	return fmt.Errorf("rewrite %s: unexpected response type %T", want, got)
-}
-
-// TopicNames is a concurrency-safe topic-id -> name map fed by every Metadata
-// response (v10+ carries topic ids) that flows through; encryption uses it to
-// pick keys for Produce v13+/Fetch v13+, which name topics by id only.
-//
-// Topic ids are never reused, so an entry never goes stale; a deleted topic's
-// entry stays until the process restarts (one id and name per topic ever
-// seen). The zero value is an empty map ready to use.
-type TopicNames struct {
-	mu       sync.RWMutex
-	names    map[[16]byte]string
-	resolver func(ctx context.Context, id [16]byte) (*kmsg.MetadataResponse, error)
-}
-
-// SetResolver installs how Resolve asks the cluster about an id nobody's
-// metadata has named yet (the proxy sets it to a Metadata request of its
-// own). Set it before serving.
-func (t *TopicNames) SetResolver(fn func(ctx context.Context, id [16]byte) (*kmsg.MetadataResponse, error)) {
-	t.mu.Lock()
-	t.resolver = fn
-	t.mu.Unlock()
-}
-
-// Resolve returns the name of topic id, asking the cluster when no Metadata
-// response has named it yet. Callers that pick keys or policies by topic name
-// must fail closed when it returns an error.
-func (t *TopicNames) Resolve(ctx context.Context, id [16]byte) (string, error) {
-	if n, ok := t.Name(id); ok {
-		return n, nil
-	}
-	t.mu.RLock()
-	fn := t.resolver
-	t.mu.RUnlock()
-	if fn == nil {
-		return "", fmt.Errorf("topic id %x: unknown, and no way to ask the cluster", id)
-	}
-	resp, err := fn(ctx, id)
-	if err != nil {
-		return "", fmt.Errorf("topic id %x: %w", id, err)
-	}
-	t.Learn(resp)
-	if n, ok := t.Name(id); ok {
-		return n, nil
-	}
-	return "", fmt.Errorf("topic id %x: unknown to the cluster", id)
-}
-
-// NewTopicNames returns an empty map.
-func NewTopicNames() *TopicNames {
-	return &TopicNames{names: make(map[[16]byte]string)}
-}
-
-// Name returns the name of the topic with id, if some Metadata response named
-// it.
-func (t *TopicNames) Name(id [16]byte) (string, bool) {
-	t.mu.RLock()
-	n, ok := t.names[id]
-	t.mu.RUnlock()
-	return n, ok
-}
-
-// Learn records the id and name of every topic in resp that has both. It
-// takes the write lock only when resp names a topic it did not know, so the
-// steady state (clients refreshing the same metadata) does not block readers.
-func (t *TopicNames) Learn(resp *kmsg.MetadataResponse) {
-	if resp == nil || !t.hasNew(resp) {
-		return
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.names == nil {
-		t.names = make(map[[16]byte]string)
-	}
-	for i := range resp.Topics {
-		tp := &resp.Topics[i]
-		if learnable(tp) {
-			t.names[tp.TopicID] = *tp.Topic
-		}
-	}
-}
-
-func (t *TopicNames) hasNew(resp *kmsg.MetadataResponse) bool {
-	t.mu.RLock()
-	defer t.mu.RUnlock()
-	for i := range resp.Topics {
-		tp := &resp.Topics[i]
-		if !learnable(tp) {
-			continue
-		}
-		if n, ok := t.names[tp.TopicID]; !ok || n != *tp.Topic {
-			return true
-		}
-	}
-	return false
-}
-
-// learnable reports whether tp names a topic by both id and name. Topics in
-// error (unknown, unauthorized) carry the zero id.
-func learnable(tp *kmsg.MetadataResponseTopic) bool {
-	return tp.TopicID != [16]byte{} && tp.Topic != nil && *tp.Topic != ""
 }

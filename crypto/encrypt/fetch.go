@@ -21,6 +21,13 @@ func (e *engine) openFetch(ctx context.Context, x *interceptor.Exchange) error {
 	resp := x.Response.(*kmsg.FetchResponse)
 	changed := false
 	ar := newArena(x)
+	if x.Version >= 13 {
+		var unknown [][16]byte
+		for ti := range resp.Topics {
+			unknown = e.unknown(unknown, resp.Topics[ti].TopicID)
+		}
+		e.prefetch(ctx, unknown)
+	}
 	for ti := range resp.Topics {
 		t := &resp.Topics[ti]
 		name, nameErr := t.Topic, error(nil)
@@ -56,6 +63,11 @@ func (e *engine) openShareFetch(ctx context.Context, x *interceptor.Exchange) er
 	resp := x.Response.(*kmsg.ShareFetchResponse)
 	changed := false
 	ar := newArena(x)
+	var unknown [][16]byte
+	for ti := range resp.Topics {
+		unknown = e.unknown(unknown, resp.Topics[ti].TopicID)
+	}
+	e.prefetch(ctx, unknown)
 	for ti := range resp.Topics {
 		t := &resp.Topics[ti]
 		name, nameErr := e.resolve(ctx, t.TopicID)
@@ -80,6 +92,23 @@ func (e *engine) openShareFetch(ctx context.Context, x *interceptor.Exchange) er
 		x.MarkModified()
 	}
 	return nil
+}
+
+// unknown appends id to ids if no Metadata response has named it: the ids
+// of one request that need a lookup, gathered so that they cost one.
+func (e *engine) unknown(ids [][16]byte, id [16]byte) [][16]byte {
+	if _, ok := e.topics.Name(id); !ok {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// prefetch looks up the unknown ids of a request together (one upstream
+// Metadata request), so that resolve then answers from the caches.
+func (e *engine) prefetch(ctx context.Context, ids [][16]byte) {
+	if len(ids) > 0 {
+		e.topics.Prefetch(ctx, ids)
+	}
 }
 
 func (e *engine) resolve(ctx context.Context, id [16]byte) (string, error) {

@@ -3,15 +3,18 @@ package encrypt_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/binary"
 	"hash/crc32"
 	"path/filepath"
 	"runtime"
+	"sync/atomic"
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
@@ -21,6 +24,7 @@ import (
 	"github.com/strait-proxy/strait/crypto/kms/local"
 	"github.com/strait-proxy/strait/interceptor"
 	"github.com/strait-proxy/strait/internal/straittest"
+	"github.com/strait-proxy/strait/metadata"
 	"github.com/strait-proxy/strait/records"
 )
 
@@ -304,5 +308,62 @@ func TestProduceBombsRefusedCheaply(t *testing.T) {
 	}
 	if out := seal(t, enc, "orders", batch(t, kgo.ZstdCompression(), []byte("fine"))); len(out) == 0 {
 		t.Fatal("a normal batch was not encrypted")
+	}
+}
+
+// TestFetchUnknownTopicIDsOneLookup (point 8): a Fetch v13 response naming
+// 100 topic ids no Metadata response named, each partition holding an
+// encrypted batch, costs one upstream Metadata request (counted at a kfake
+// cluster), and every partition is refused with UNKNOWN_TOPIC_ID; the same
+// response again costs none (negative cache).
+func TestFetchUnknownTopicIDsOneLookup(t *testing.T) {
+	c := straittest.Cluster(t, kfake.SeedTopics(1, "orders"))
+	var lookups atomic.Int64
+	c.ControlKey(3, func(r kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
+		for _, tp := range r.(*kmsg.MetadataRequest).Topics {
+			if tp.TopicID != [16]byte{} {
+				lookups.Add(1)
+				break
+			}
+		}
+		return nil, nil, false
+	})
+	cl := client(t, c.ListenAddrs()[0])
+	names := metadata.NewTopicNames()
+	names.SetCluster(cl)
+
+	orders := []encrypt.Rule{{Topics: []string{"orders"}, KeyID: "orders-kek"}}
+	k := newKeys(t)
+	sealed := seal(t, k.chain(t, encrypt.NewEncrypt, k.config(orders, "error", encrypt.Limits{})), "orders", batch(t, kgo.NoCompression(), []byte("secret")))
+	ic, err := encrypt.NewDecrypt(k.config(orders, "error", encrypt.Limits{}), encrypt.Env{Metrics: prometheus.NewRegistry(), Topics: names, Providers: []kms.Provider{k.prov}})
+	straittest.Must(t, err, "decrypt")
+	dec, err := interceptor.NewChain(ic)
+	straittest.Must(t, err, "chain")
+
+	resp := kmsg.NewPtrFetchResponse()
+	resp.SetVersion(13)
+	for range 100 {
+		ft := kmsg.NewFetchResponseTopic()
+		rand.Read(ft.TopicID[:])
+		p := kmsg.NewFetchResponseTopicPartition()
+		p.RecordBatches = sealed
+		ft.Partitions = append(ft.Partitions, p)
+		resp.Topics = append(resp.Topics, ft)
+	}
+	for round := range 2 {
+		for i := range resp.Topics {
+			resp.Topics[i].Partitions[0].ErrorCode, resp.Topics[i].Partitions[0].RecordBatches = 0, sealed
+		}
+		x := &interceptor.Exchange{Conn: &interceptor.Conn{}, Key: 1, Version: 13, Response: resp}
+		straittest.Must(t, dec.Response(context.Background(), x), "decrypt")
+		for _, ft := range resp.Topics {
+			if p := ft.Partitions[0]; p.ErrorCode != kerr.UnknownTopicID.Code || p.RecordBatches != nil {
+				t.Fatalf("round %d: partition of unknown topic: error %d, %d bytes", round, p.ErrorCode, len(p.RecordBatches))
+			}
+		}
+		if n := lookups.Load(); n != 1 {
+			t.Fatalf("round %d: %d upstream lookups for 100 unknown ids, want 1", round, n)
+		}
 	}
 }

@@ -33,6 +33,13 @@ func (e *engine) sealProduce(ctx context.Context, x *interceptor.Exchange) error
 	var fails []refused
 	changed := false
 	ar := newArena(x)
+	if x.Version >= 13 {
+		var unknown [][16]byte
+		for ti := range req.Topics {
+			unknown = e.unknown(unknown, req.Topics[ti].TopicID)
+		}
+		e.prefetch(ctx, unknown)
+	}
 	keptTopics := req.Topics[:0]
 	for _, t := range req.Topics {
 		name := t.Topic
