@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/strait-proxy/strait/authswap"
 	"github.com/strait-proxy/strait/config"
 	"github.com/strait-proxy/strait/crypto/encrypt"
 	"github.com/strait-proxy/strait/interceptor"
@@ -54,6 +55,13 @@ var builtins = map[string]Constructor{
 			return nil, err
 		}
 		return policy.New(c, policy.Env{Logger: env.Logger, Metrics: env.Metrics, Topics: env.Topics})
+	},
+	authswap.Name: func(raw json.RawMessage, env Env) (*interceptor.Interceptor, error) {
+		var c authswap.Config
+		if err := config.DecodeStrict(raw, &c, env.Path); err != nil {
+			return nil, err
+		}
+		return authswap.New(c, authswap.Env{Logger: env.Logger, Metrics: env.Metrics})
 	},
 	"deny-apis": func(raw json.RawMessage, env Env) (*interceptor.Interceptor, error) {
 		var c denyapis.Config
