@@ -203,6 +203,8 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"unknown mode", base, `mode: daemonset`, "mode"},
 		{"unknown top-level key", base, `replicas: 3`, "replicas"},
 		{"chart-owned config key", base, `config: {listen: {bootstrap: "0.0.0.0:1"}}`, "listen"},
+		{"chart-owned upstream TLS", base, `config: {upstream: {tls: {enabled: true}}}`, "tls"},
+		{"chart-owned admin", base, `config: {admin: {listen: "0.0.0.0:1"}}`, "admin"},
 		{"chart-owned drain timeout", base, `config: {limits: {drain_timeout: 10s}}`, "drain_timeout"},
 		{"bootstrap without a port", base, `config: {upstream: {bootstrap: [kafka-0]}}`, "bootstrap"},
 		{"bad duration", base, `config: {upstream: {dial_timeout: soon}}`, "dial_timeout"},
@@ -251,6 +253,33 @@ func deepCopy(t *testing.T, m map[string]any) map[string]any {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// TestConfigTypoCaughtByStrait: keys under config that the schema does not
+// list pass through (so the chart keeps up with new Strait settings), and
+// Strait's strict decoding of the rendered strait.yaml refuses a misspelt
+// one, naming its path: the render tests would fail on it.
+func TestConfigTypoCaughtByStrait(t *testing.T) {
+	vals := readValues(t, filepath.Join(chartDir, "ci", "gateway-ports.yaml"))
+	vals["config"].(map[string]any)["limits"].(map[string]any)["max_in_fligth"] = 3
+	out, err := renderValues(loadChart(t), vals, capabilities(t))
+	if err != nil {
+		t.Fatalf("render: %v", err)
+	}
+	ms, err := decodeAll(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms {
+		if cm, ok := m.obj.(*corev1.ConfigMap); ok {
+			_, err := config.Parse([]byte(cm.Data["strait.yaml"]))
+			if err == nil || !strings.Contains(err.Error(), "limits.max_in_fligth") {
+				t.Fatalf("config.Parse: err = %v, want an unknown key limits.max_in_fligth", err)
+			}
+			return
+		}
+	}
+	t.Fatal("no ConfigMap")
 }
 
 // TestGracePeriodMustCoverDrain: a grace period the kubelet would end
