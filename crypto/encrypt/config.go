@@ -74,6 +74,13 @@ type DEK struct {
 	MaxUses uint64 `json:"max_uses,omitempty"`
 	// CacheSize bounds the decrypt-side cache of unwrapped keys (default 4096).
 	CacheSize int `json:"cache_size,omitempty"`
+	// UnwrapConcurrency bounds the KMS calls unwrapping data keys in flight
+	// on the decrypt side (default 16). A record whose key would need one
+	// more fails at once, retriable (KAFKA_STORAGE_ERROR).
+	UnwrapConcurrency int `json:"unwrap_concurrency,omitempty"`
+	// UnwrapRate bounds the KMS unwrap calls started per second, with a
+	// burst of as many (default 100); past it, as above.
+	UnwrapRate int `json:"unwrap_rate,omitempty"`
 }
 
 // SchemaRegistry is a Confluent-compatible Schema Registry.
@@ -174,6 +181,12 @@ func (c *Config) validate() []string {
 		if err := c.KMS.PKCS11.Validate(); err != nil {
 			add("kms.pkcs11", "%v", err)
 		}
+	}
+	if c.DEK.UnwrapConcurrency < 0 {
+		add("dek.unwrap_concurrency", "must not be negative")
+	}
+	if c.DEK.UnwrapRate < 0 {
+		add("dek.unwrap_rate", "must not be negative")
 	}
 	if c.Limits.MaxDecompressedBytes < 0 {
 		add("limits.max_decompressed_bytes", "must not be negative")

@@ -171,7 +171,11 @@ func newEngine(cfg Config, env Env) (*engine, error) {
 		}
 		e.sealers[p.Name()] = s
 	}
-	op, err := envelope.NewOpener(provs, envelope.OpenerOptions{MaxEntries: cfg.DEK.CacheSize, MaxAge: time.Duration(cfg.DEK.MaxAge)})
+	op, err := envelope.NewOpener(provs, envelope.OpenerOptions{
+		MaxEntries: cfg.DEK.CacheSize, MaxAge: time.Duration(cfg.DEK.MaxAge),
+		MaxConcurrentUnwraps: cfg.DEK.UnwrapConcurrency, UnwrapRate: cfg.DEK.UnwrapRate,
+		OnThrottle: e.m.unwrapThrottled.Inc,
+	})
 	if err != nil {
 		e.close()
 		return nil, err

@@ -184,7 +184,7 @@ func (e *engine) openPartition(ctx context.Context, ar *arena, topic string, nam
 			}
 		}
 		if err != nil {
-			if _, isKMS := code(err); isKMS {
+			if _, isKMS := code(err); isKMS && !errors.Is(err, envelope.ErrThrottled) {
 				e.m.kmsErrors.WithLabelValues("decrypt").Inc()
 			}
 			if e.leaveEnc {

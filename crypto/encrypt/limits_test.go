@@ -8,6 +8,7 @@ import (
 	"hash/crc32"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"sync/atomic"
 	"testing"
 
@@ -364,6 +365,55 @@ func TestFetchUnknownTopicIDsOneLookup(t *testing.T) {
 		}
 		if n := lookups.Load(); n != 1 {
 			t.Fatalf("round %d: %d upstream lookups for 100 unknown ids, want 1", round, n)
+		}
+	}
+}
+
+// TestUnwrapThrottled (point 9): 50 records, each under its own data key
+// (max_uses 1), read through a decrypt interceptor allowing 5 unwraps a
+// second: the partition gets KAFKA_STORAGE_ERROR (retriable) with no
+// records, never plaintext, and strait_kms_unwrap_throttled_total counts the
+// refusal; with leave-encrypted the records come back still encrypted. The
+// refusal does not wait for the bound to free up, so it cannot stall.
+func TestUnwrapThrottled(t *testing.T) {
+	orders := []encrypt.Rule{{Topics: []string{"orders"}, KeyID: "orders-kek"}}
+	k := newKeys(t)
+	encCfg := k.config(orders, "error", encrypt.Limits{})
+	encCfg.DEK.MaxUses = 1
+	vals := make([][]byte, 50)
+	for i := range vals {
+		vals[i] = []byte("salary " + strconv.Itoa(i))
+	}
+	sealed := seal(t, k.chain(t, encrypt.NewEncrypt, encCfg), "orders", batch(t, kgo.NoCompression(), vals...))
+
+	for _, mode := range []string{"error", "leave-encrypted"} {
+		cfg := k.config(orders, mode, encrypt.Limits{})
+		cfg.DEK.UnwrapRate = 5
+		reg := prometheus.NewRegistry()
+		ic, err := encrypt.NewDecrypt(cfg, encrypt.Env{Metrics: reg, Providers: []kms.Provider{k.prov}})
+		straittest.Must(t, err, "decrypt")
+		dec, err := interceptor.NewChain(ic)
+		straittest.Must(t, err, "chain")
+		p := fetch(t, dec, "orders", sealed).Topics[0].Partitions[0]
+		switch mode {
+		case "error":
+			if p.ErrorCode != kerr.KafkaStorageError.Code || p.RecordBatches != nil {
+				t.Errorf("%s: error %d with %d bytes, want KAFKA_STORAGE_ERROR and none", mode, p.ErrorCode, len(p.RecordBatches))
+			}
+		case "leave-encrypted":
+			got, _ := values(t, p.RecordBatches)
+			plain := 0
+			for i, v := range got {
+				if v == string(vals[i]) {
+					plain++
+				}
+			}
+			if p.ErrorCode != 0 || len(got) != 50 || plain > 5 {
+				t.Errorf("%s: error %d, %d records, %d in clear: want 50, at most the 5 unwrapped in clear", mode, p.ErrorCode, len(got), plain)
+			}
+		}
+		if n := straittest.Counter(t, reg, "strait_kms_unwrap_throttled_total"); n < 1 {
+			t.Errorf("%s: strait_kms_unwrap_throttled_total = %v", mode, n)
 		}
 	}
 }

@@ -8,47 +8,44 @@ type metrics struct {
 	leftEncrypted          prometheus.Counter
 	kmsErrors              *prometheus.CounterVec
 	partitionsFailedClosed prometheus.Counter
+	unwrapThrottled        prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
-	recs := prometheus.NewCounterVec(prometheus.CounterOpts{
+	recs := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "strait_crypto_records_total",
 		Help: "Records encrypted or decrypted, by operation and result.",
-	}, []string{"op", "result"})
-	m := &metrics{
+	}, []string{"op", "result"}))
+	return &metrics{
 		sealed:        recs.WithLabelValues("encrypt", "ok"),
 		sealFail:      recs.WithLabelValues("encrypt", "error"),
 		opened:        recs.WithLabelValues("decrypt", "ok"),
 		openFail:      recs.WithLabelValues("decrypt", "error"),
 		leftEncrypted: recs.WithLabelValues("decrypt", "left_encrypted"),
-		kmsErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+		kmsErrors: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "strait_kms_errors_total",
 			Help: "Key-store failures (unreachable, denied, key missing) seen while encrypting or decrypting, by operation.",
-		}, []string{"op"}),
-		partitionsFailedClosed: prometheus.NewCounter(prometheus.CounterOpts{
+		}, []string{"op"})),
+		partitionsFailedClosed: register(reg, prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "strait_crypto_partitions_refused_total",
 			Help: "Produce or fetch partitions answered with an error instead of being forwarded (fail closed).",
-		}),
+		})),
+		unwrapThrottled: register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "strait_kms_unwrap_throttled_total",
+			Help: "Decryptions refused (retriable) because unwrapping their data key would pass the KMS unwrap concurrency or rate bound.",
+		})),
 	}
-	for _, c := range []prometheus.Collector{recs, m.kmsErrors, m.partitionsFailedClosed} {
-		if err := reg.Register(c); err != nil {
-			// Both interceptors may share a registry: reuse the first.
-			if are, ok := err.(prometheus.AlreadyRegisteredError); ok {
-				switch v := are.ExistingCollector.(type) {
-				case *prometheus.CounterVec:
-					if c == recs {
-						recs = v
-						m.sealed, m.sealFail = v.WithLabelValues("encrypt", "ok"), v.WithLabelValues("encrypt", "error")
-						m.opened, m.openFail = v.WithLabelValues("decrypt", "ok"), v.WithLabelValues("decrypt", "error")
-						m.leftEncrypted = v.WithLabelValues("decrypt", "left_encrypted")
-					} else {
-						m.kmsErrors = v
-					}
-				case prometheus.Counter:
-					m.partitionsFailedClosed = v
-				}
+}
+
+// register registers c, or returns the collector already registered under
+// its name: both interceptors may share a registry.
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	if err := reg.Register(c); err != nil {
+		if are, ok := err.(prometheus.AlreadyRegisteredError); ok {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing
 			}
 		}
 	}
-	return m
+	return c
 }

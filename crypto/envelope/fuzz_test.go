@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"math"
 	"testing"
 
 	"github.com/strait-proxy/strait/crypto/kms"
@@ -14,7 +15,9 @@ import (
 // documented error classes, and a successful open must be reproducible.
 func FuzzOpen(f *testing.F) {
 	p := testProvider(f)
-	o, err := NewOpener([]kms.Provider{p}, OpenerOptions{MaxEntries: 64})
+	// Unbounded unwraps: every input may carry a new wrapped DEK, and the
+	// target checks the error classes of parsing and opening, not throttling.
+	o, err := NewOpener([]kms.Provider{p}, OpenerOptions{MaxEntries: 64, UnwrapRate: math.MaxInt32, MaxConcurrentUnwraps: math.MaxInt32})
 	if err != nil {
 		f.Fatal(err)
 	}

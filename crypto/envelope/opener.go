@@ -27,7 +27,30 @@ type OpenerOptions struct {
 	// (default 1s; negative disables), so that a KMS outage or a flood of
 	// tampered records costs one KMS call per wrapped DEK per holdoff.
 	ErrorHoldoff time.Duration
+	// MaxConcurrentUnwraps bounds the KMS Decrypt calls in flight, all
+	// providers together (default 16). Anyone who can write to a topic can
+	// put a new wrapped DEK in every record; an Open that needs a call past
+	// the bound fails at once with ErrThrottled (and kms.ErrUnavailable:
+	// retriable) instead of waiting for a slot.
+	MaxConcurrentUnwraps int
+	// UnwrapRate bounds the KMS Decrypt calls started per second, with a
+	// burst of as many (default 100). Past it, ErrThrottled at once.
+	UnwrapRate int
+	// OnThrottle, if set, is called for every Open refused by either bound
+	// (the decrypt interceptor counts them: strait_kms_unwrap_throttled_total).
+	OnThrottle func()
 }
+
+// ErrThrottled reports an Open that needed a KMS call past the bounds of
+// OpenerOptions (MaxConcurrentUnwraps, UnwrapRate). It comes with
+// kms.ErrUnavailable: retrying later may succeed.
+var ErrThrottled = errors.New("envelope: KMS unwrap throttled")
+
+// Defaults of the unwrap bounds.
+const (
+	DefaultMaxConcurrentUnwraps = 16
+	DefaultUnwrapRate           = 100
+)
 
 // Opener decrypts envelopes. It unwraps each distinct wrapped DEK once with
 // the provider the envelope names and keeps the result in a bounded LRU
@@ -37,7 +60,53 @@ type OpenerOptions struct {
 type Opener struct {
 	caches [flagKindMask + 1]*dekCache
 	opts   OpenerOptions
+	lim    *unwrapLimiter
 }
+
+// unwrapLimiter is the concurrency and rate bound on KMS Decrypt calls: a
+// count of calls in flight and a token bucket. It is consulted only on a
+// cache miss, never on the hot path.
+type unwrapLimiter struct {
+	mu        sync.Mutex
+	inflight  int
+	max       int
+	tokens    float64
+	rate      float64 // tokens per second; also the bucket's size
+	last      time.Time
+	throttled atomic.Uint64
+	on        func()
+	now       func() time.Time // time.Now; tests move it by hand
+}
+
+// acquire takes a slot and a token, or reports false without waiting.
+func (l *unwrapLimiter) acquire() bool {
+	l.mu.Lock()
+	now := l.now()
+	l.tokens = min(l.rate, l.tokens+now.Sub(l.last).Seconds()*l.rate)
+	l.last = now
+	ok := l.inflight < l.max && l.tokens >= 1
+	if ok {
+		l.inflight++
+		l.tokens--
+	}
+	l.mu.Unlock()
+	if !ok {
+		l.throttled.Add(1)
+		if l.on != nil {
+			l.on()
+		}
+	}
+	return ok
+}
+
+func (l *unwrapLimiter) release() {
+	l.mu.Lock()
+	l.inflight--
+	l.mu.Unlock()
+}
+
+// Throttled reports how many Opens the unwrap bounds refused.
+func (o *Opener) Throttled() uint64 { return o.lim.throttled.Load() }
 
 // NewOpener returns an Opener that can open envelopes written with any of
 // providers (at most one per kind).
@@ -54,10 +123,19 @@ func NewOpener(providers []kms.Provider, opts OpenerOptions) (*Opener, error) {
 	if opts.ErrorHoldoff == 0 {
 		opts.ErrorHoldoff = DefaultErrorHoldoff
 	}
-	if opts.MaxEntries < 0 || opts.MaxAge < 0 || opts.KMSTimeout < 0 {
+	if opts.MaxConcurrentUnwraps == 0 {
+		opts.MaxConcurrentUnwraps = DefaultMaxConcurrentUnwraps
+	}
+	if opts.UnwrapRate == 0 {
+		opts.UnwrapRate = DefaultUnwrapRate
+	}
+	if opts.MaxEntries < 0 || opts.MaxAge < 0 || opts.KMSTimeout < 0 || opts.MaxConcurrentUnwraps < 0 || opts.UnwrapRate < 0 {
 		return nil, errors.New("envelope: negative opener option")
 	}
-	o := &Opener{opts: opts}
+	o := &Opener{opts: opts, lim: &unwrapLimiter{
+		max: opts.MaxConcurrentUnwraps, rate: float64(opts.UnwrapRate), tokens: float64(opts.UnwrapRate),
+		last: time.Now(), on: opts.OnThrottle, now: time.Now,
+	}}
 	for _, p := range providers {
 		kind, ok := KindOf(p.Name())
 		if !ok {
@@ -84,7 +162,7 @@ func (o *Opener) Open(ctx context.Context, dst, env []byte, aad AAD) ([]byte, er
 	if c == nil {
 		return dst, fmt.Errorf("%w: kind %s", ErrNoProvider, e.Kind)
 	}
-	aead, err := c.get(ctx, env[e.wrappedFrom:e.wrappedEnd], e.KeyID, e.Wrapped, o.opts)
+	aead, err := c.get(ctx, env[e.wrappedFrom:e.wrappedEnd], e.KeyID, e.Wrapped, o.opts, o.lim)
 	if err != nil {
 		return dst, err
 	}
@@ -110,7 +188,7 @@ func (o *Opener) OpenDetached(ctx context.Context, dst, ref, env []byte, aad AAD
 	if c == nil {
 		return dst, fmt.Errorf("%w: kind %s", ErrNoProvider, k.Kind)
 	}
-	aead, err := c.get(ctx, ref[k.wrappedFrom:k.wrappedEnd], k.KeyID, k.Wrapped, o.opts)
+	aead, err := c.get(ctx, ref[k.wrappedFrom:k.wrappedEnd], k.KeyID, k.Wrapped, o.opts, o.lim)
 	if err != nil {
 		return dst, err
 	}
@@ -182,7 +260,7 @@ type unwrapCall struct {
 	err  error
 }
 
-func (c *dekCache) get(ctx context.Context, cacheKey, keyID, wrapped []byte, opts OpenerOptions) (cipher.AEAD, error) {
+func (c *dekCache) get(ctx context.Context, cacheKey, keyID, wrapped []byte, opts OpenerOptions, lim *unwrapLimiter) (cipher.AEAD, error) {
 	c.mu.Lock()
 	if e := c.m[string(cacheKey)]; e != nil {
 		if !e.expired.Load() {
@@ -204,6 +282,12 @@ func (c *dekCache) get(ctx context.Context, cacheKey, keyID, wrapped []byte, opt
 	}
 	call := c.inflight[string(cacheKey)]
 	if call == nil {
+		// A new KMS call: within the bounds, or refused now (not
+		// remembered in failed: the key is not at fault).
+		if !lim.acquire() {
+			c.mu.Unlock()
+			return nil, fmt.Errorf("envelope: data key %q: %w: %w", keyID, ErrThrottled, kms.ErrUnavailable)
+		}
 		key := string(cacheKey)
 		call = &unwrapCall{done: make(chan struct{})}
 		c.inflight[key] = call
@@ -212,6 +296,7 @@ func (c *dekCache) get(ctx context.Context, cacheKey, keyID, wrapped []byte, opt
 		go func() {
 			defer cancel()
 			aead, err := c.unwrap(kctx, kid, w)
+			lim.release() // before waiters wake: their next miss may need the slot
 			c.mu.Lock()
 			call.aead, call.err = aead, err
 			delete(c.inflight, key)
