@@ -268,6 +268,10 @@ type Interceptor struct {
 	// (older versions make brokers down-convert and drop record headers).
 	// Requests outside the range close the connection.
 	Requires []VersionRange
+	// Files are the files the interceptor read when it was built
+	// (keyrings, policies, credential files): the binary watches them and
+	// reloads the configuration when one changes.
+	Files []string
 	// Close releases what the interceptor holds (KMS clients, caches). May be nil.
 	Close func() error
 }

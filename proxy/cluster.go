@@ -83,7 +83,7 @@ func (s *Server) refresh(ctx context.Context, cl *kgo.Client) error {
 	if avr.ErrorCode != 0 {
 		return fmt.Errorf("api versions: error code %d", avr.ErrorCode)
 	}
-	keys, vt := newVersionTable().clamp(avr.ApiKeys, s.versionRules)
+	keys, vt := newVersionTable().clamp(avr.ApiKeys, s.chain.Load().rules)
 	s.apis.Store(&apiVersions{broker: avr, keys: keys})
 	s.vt.Store(vt)
 

@@ -31,14 +31,14 @@ type Server struct {
 	cfg     config.Config
 	log     *slog.Logger
 	metrics *Metrics
-	chain   *interceptor.Chain
+	chain   atomic.Pointer[liveChain] // swapped whole by Reload
 	dialer  *dialer
 	topics  *metadata.TopicNames
-	tls     *tls.Config // towards clients; nil for plaintext
+	tls     atomic.Pointer[tls.Config] // towards clients; nil for plaintext; swapped by Reload
+	meta    *interceptor.Interceptor   // the built-in metadata interceptor, first in every chain
 
-	advHost      string       // host put into rewritten metadata (port mode)
-	versionRules versionRules // what narrows or widens advertised versions
-	sniPort      int32        // advertised port (SNI mode)
+	advHost string // host put into rewritten metadata (port mode)
+	sniPort int32  // advertised port (SNI mode)
 
 	vt    atomic.Pointer[versionTable] // accepted versions, once the cluster answered
 	apis  atomic.Pointer[apiVersions]  // what Strait answers to ApiVersions
@@ -111,9 +111,11 @@ func New(cfg config.Config, opts Options) (*Server, error) {
 		s.topics = metadata.NewTopicNames()
 	}
 	if cfg.Listen.TLS.Enabled() {
-		if s.tls, err = serverTLS(cfg.Listen.TLS); err != nil {
+		tc, err := serverTLS(cfg.Listen.TLS)
+		if err != nil {
 			return nil, err
 		}
+		s.tls.Store(tc)
 	}
 	if cfg.Listen.Bootstrap != "" {
 		h, _, _ := net.SplitHostPort(cfg.Listen.Bootstrap)
@@ -122,20 +124,13 @@ func New(cfg config.Config, opts Options) (*Server, error) {
 			s.advHost = h
 		}
 	}
-	ics := append([]*interceptor.Interceptor{metadata.New(s, s.topics)}, opts.Interceptors...)
-	if s.chain, err = interceptor.NewChain(ics...); err != nil {
+	s.meta = metadata.New(s, s.topics)
+	lc, err := s.newChain(opts.Interceptors, cfg.Limits.MaxVersions)
+	if err != nil {
 		return nil, err
 	}
-	vt := newVersionTable()
-	s.vt.Store(vt)
-	caps := make(map[int16]int16)
-	for name, v := range cfg.Limits.MaxVersions {
-		k, _ := config.APIKey(name) // validated
-		caps[k] = v
-	}
-	if s.versionRules, err = rulesFor(caps, ics); err != nil {
-		return nil, err
-	}
+	s.chain.Store(lc)
+	s.vt.Store(newVersionTable())
 	if cfg.Upstream.TLS.InsecureSkipVerify {
 		log.Warn("upstream TLS certificate verification is OFF (upstream.tls.insecure_skip_verify): anyone on the path can impersonate the brokers")
 	}
@@ -260,7 +255,7 @@ func (s *Server) drain() {
 		s.mu.Unlock()
 		<-done
 	}
-	s.chain.Close()
+	s.chain.Load().retire()
 	s.log.Info("drained")
 }
 
@@ -374,4 +369,75 @@ func (s *Server) maybeCloseBroker(node int32, b *brokerListener) {
 		s.metrics.listeners.Dec()
 		s.log.Info("broker listener closed", "node", node)
 	}
+}
+
+// liveChain is one generation of the interceptor chain and the version
+// rules its interceptors imply. An exchange holds a reference from its
+// request to its response, so it runs both through one generation; a chain
+// that Reload replaced is closed once the last exchange using it is done.
+type liveChain struct {
+	*interceptor.Chain
+	rules     versionRules
+	refs      atomic.Int64
+	retired   atomic.Bool
+	closeOnce sync.Once
+}
+
+// newChain builds a generation: the metadata interceptor, then ics; maxVersions
+// is limits.max_versions.
+func (s *Server) newChain(ics []*interceptor.Interceptor, maxVersions map[string]int16) (*liveChain, error) {
+	all := append([]*interceptor.Interceptor{s.meta}, ics...)
+	ch, err := interceptor.NewChain(all...)
+	if err != nil {
+		return nil, err
+	}
+	caps := make(map[int16]int16, len(maxVersions))
+	for name, v := range maxVersions {
+		k, _ := config.APIKey(name) // validated
+		caps[k] = v
+	}
+	rules, err := rulesFor(caps, all)
+	if err != nil {
+		return nil, err
+	}
+	return &liveChain{Chain: ch, rules: rules}, nil
+}
+
+// acquireChain returns the current chain with a reference taken; the
+// caller calls release when its exchange is done.
+func (s *Server) acquireChain() *liveChain {
+	for {
+		c := s.chain.Load()
+		c.refs.Add(1)
+		if !c.retired.Load() {
+			return c
+		}
+		c.release() // swapped under us: take the new one
+	}
+}
+
+func (c *liveChain) release() {
+	if c.refs.Add(-1) == 0 && c.retired.Load() {
+		c.close()
+	}
+}
+
+// retire marks c replaced; it closes now if no exchange holds it.
+func (c *liveChain) retire() {
+	c.retired.Store(true)
+	if c.refs.Load() == 0 {
+		c.close()
+	}
+}
+
+// close releases the interceptors of this generation, except the built-in
+// metadata interceptor, which every generation shares.
+func (c *liveChain) close() {
+	c.closeOnce.Do(func() {
+		for _, ic := range c.Interceptors()[1:] {
+			if ic.Close != nil {
+				_ = ic.Close()
+			}
+		}
+	})
 }

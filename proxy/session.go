@@ -62,6 +62,7 @@ type pending struct {
 	corr         int32
 	up           *upstream             // nil: answered locally
 	x            *interceptor.Exchange // nil: raw passthrough
+	chain        *liveChain            // the generation x runs through; referenced until x is done
 	decodeResp   bool
 	local        []byte // a locally encoded frame (ApiVersions)
 	start        time.Time
@@ -164,8 +165,8 @@ func (ss *session) run(sni bool) {
 		ID: s.nextID.Add(1), Listener: ss.listener, NodeID: ss.node,
 		RemoteAddr: ss.client.RemoteAddr(),
 	}
-	if s.tls != nil {
-		tc := tls.Server(ss.client, s.tls)
+	if tcfg := s.tls.Load(); tcfg != nil {
+		tc := tls.Server(ss.client, tcfg)
 		hctx, hcancel := context.WithTimeout(ctx, s.cfg.Upstream.DialTimeout.D())
 		err := tc.HandshakeContext(hctx)
 		hcancel()
@@ -201,7 +202,10 @@ func (ss *session) run(sni bool) {
 	s.log.Info("connection opened", "conn", ss.ic.ID, "listener", ss.listener, "node", ss.node, "remote", ss.ic.RemoteAddr.String(), "sni", ss.ic.SNI)
 	start := time.Now()
 
-	if err := s.chain.Connect(ctx, ss.ic); err != nil {
+	ch := s.acquireChain()
+	err := ch.Connect(ctx, ss.ic)
+	ch.release()
+	if err != nil {
 		ss.fail("refused", err)
 	} else {
 		pumpDone := make(chan struct{})
@@ -358,16 +362,18 @@ func (ss *session) request(ctx context.Context, h reqHeader, frame []byte, held 
 		}
 	}
 	p := pending{key: h.key, version: h.version, corr: h.corr}
-	reqHooked, respHooked := s.chain.Hooked(h.key, h.version)
+	reqHooked, respHooked := s.chain.Load().Hooked(h.key, h.version)
 	var out []byte // a re-encoded frame, when a hook changed the request
 	if reqHooked || respHooked {
-		p.x = &interceptor.Exchange{Conn: ss.ic, Key: h.key, Version: h.version, CorrelationID: h.corr}
+		p.newExchange(ss, h)
+		reqHooked, respHooked = p.chain.Hooked(h.key, h.version) // the generation p holds
 		p.decodeResp = respHooked
 	}
 	if reqHooked {
 		req := kmsg.RequestForKey(h.key)
 		req.SetVersion(h.version)
 		if err := req.ReadFrom(frame[h.bodyOffset:]); err != nil {
+			p.x.Done()
 			ss.fail("malformed", fmt.Errorf("decode %s v%d: %w", kmsg.NameForKey(h.key), h.version, err))
 			return false, false
 		}
@@ -376,7 +382,7 @@ func (ss *session) request(ctx context.Context, h reqHeader, frame []byte, held 
 		// (and the budget it holds) until done.
 		owned = true
 		p.x.OnDone(func() { putFrame(frame); s.release(held) })
-		if err := s.chain.Request(ctx, p.x); err != nil {
+		if err := p.chain.Request(ctx, p.x); err != nil {
 			p.x.Done()
 			ss.hookError(err)
 			return owned, false
@@ -509,6 +515,14 @@ func (ss *session) rawToken(ctx context.Context, th interceptor.TokenHandler, to
 	return ss.enqueue(pending{key: keySaslHandshake, local: append(local, reply...), start: time.Now()})
 }
 
+// newExchange starts p's exchange on the current chain generation, which it
+// holds until the exchange is done (registered first, so released last).
+func (p *pending) newExchange(ss *session, h reqHeader) {
+	p.chain = ss.srv.acquireChain()
+	p.x = &interceptor.Exchange{Conn: ss.ic, Key: h.key, Version: h.version, CorrelationID: h.corr}
+	p.x.OnDone(p.chain.release)
+}
+
 func (ss *session) enqueue(p pending) bool {
 	select {
 	case ss.pending <- p:
@@ -607,7 +621,10 @@ func (ss *session) dial(ctx context.Context) error {
 	ss.up = up
 	hctx, cancel := context.WithTimeout(ctx, s.cfg.Upstream.DialTimeout.D())
 	defer cancel()
-	if err := s.chain.Upstream(hctx, ss.ic, up); err != nil {
+	ch := s.acquireChain()
+	err = ch.Upstream(hctx, ss.ic, up)
+	ch.release()
+	if err != nil {
 		s.metrics.dialErrors.WithLabelValues(fmt.Sprint(ss.node)).Inc()
 		ss.hookError(err)
 		return err
@@ -633,7 +650,7 @@ func (ss *session) pump(ctx context.Context) {
 		case p.local != nil:
 			out = p.local
 		case p.up == nil: // a request hook answered
-			if err := s.chain.Response(ctx, p.x); err != nil {
+			if err := p.chain.Response(ctx, p.x); err != nil {
 				ss.hookError(err)
 				return
 			}
@@ -748,7 +765,7 @@ func (ss *session) responseHooks(ctx context.Context, p pending, frame []byte) (
 		return nil, err
 	}
 	p.x.Response = kresp
-	if err := ss.srv.chain.Response(ctx, p.x); err != nil {
+	if err := p.chain.Response(ctx, p.x); err != nil {
 		ss.hookError(err)
 		return nil, err
 	}

@@ -6,8 +6,6 @@ import (
 	"io"
 	"net"
 	"time"
-
-	"github.com/strait-proxy/strait/interceptor"
 )
 
 // spliceMin is the size from which a frame that no interceptor decodes is
@@ -52,7 +50,7 @@ func (ss *session) spliceRequest() (bool, error) {
 	if err != nil || h.key == 18 || !vt.accepts(h.key, h.version) {
 		return false, nil
 	}
-	reqHooked, respHooked := s.chain.Hooked(h.key, h.version)
+	reqHooked, respHooked := s.chain.Load().Hooked(h.key, h.version)
 	if reqHooked {
 		return false, nil
 	}
@@ -64,10 +62,7 @@ func (ss *session) spliceRequest() (bool, error) {
 	}
 	ss.account(h, n)
 	p := pending{key: h.key, version: h.version, corr: h.corr}
-	if respHooked {
-		p.x = &interceptor.Exchange{Conn: ss.ic, Key: h.key, Version: h.version, CorrelationID: h.corr}
-		p.decodeResp = true
-	}
+
 	if err := ss.flushUpstream(); err != nil {
 		return false, err
 	}
@@ -89,9 +84,16 @@ func (ss *session) spliceRequest() (bool, error) {
 		ss.srv.metrics.spliced[0].Inc()
 		return true, nil
 	}
+	if respHooked {
+		p.newExchange(ss, h)
+		p.decodeResp = true
+	}
 	p.up, p.start = ss.up, time.Now()
 	ss.srv.metrics.spliced[0].Inc()
 	if !ss.enqueue(p) {
+		if p.x != nil {
+			p.x.Done()
+		}
 		return false, net.ErrClosed
 	}
 	return true, nil

@@ -241,6 +241,9 @@ func cmdRun(args []string, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
+	// Each reload parses the same command line afresh over the file.
+	load := func() (config.Config, error) { return newFlags("run", io.Discard).load(args) }
+	go newReloader(load, srv, log, reg, ics.Topics, cfg, ics, f.config).run(ctx)
 	if cfg.Admin.Listen != "" {
 		ln, err := net.Listen("tcp", cfg.Admin.Listen)
 		if err != nil {

@@ -48,6 +48,7 @@ type Strait struct {
 	Bootstrap string
 	PortBase  int
 	Registry  *prometheus.Registry
+	Config    config.Config // as started (Reload takes a whole config)
 	cancel    context.CancelFunc
 	done      chan struct{}
 }
@@ -94,7 +95,7 @@ func StartOpts(t testing.TB, upstream []string, opts proxy.Options, mutate func(
 		t.Fatalf("strait listen: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Strait{Server: srv, Bootstrap: srv.Addr(), PortBase: base, Registry: reg, cancel: cancel, done: make(chan struct{})}
+	s := &Strait{Server: srv, Bootstrap: srv.Addr(), PortBase: base, Registry: reg, Config: cfg, cancel: cancel, done: make(chan struct{})}
 	go func() { defer close(s.done); _ = srv.Run(ctx) }()
 	t.Cleanup(s.Stop)
 	deadline := time.Now().Add(15 * time.Second)
