@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -94,17 +95,31 @@ func New(cfg Config, env Env) (*interceptor.Interceptor, error) {
 		}
 	}
 	if s := cfg.SASL; s != nil {
-		users, err := sasl.WatchUsersFile(s.UsersFile, func(err error) { log.Error("users file reload failed", "err", err) })
-		if err != nil {
-			errs = append(errs, "sasl.users_file: "+err.Error())
-		} else {
-			for _, name := range s.Mechanisms {
-				var m sasl.Mechanism
-				if name == sasl.PLAIN {
+		var users sasl.UserSource
+		if s.UsersFile != "" {
+			var err error
+			if users, err = sasl.WatchUsersFile(s.UsersFile, func(err error) { log.Error("users file reload failed", "err", err) }); err != nil {
+				errs = append(errs, "sasl.users_file: "+err.Error())
+			}
+		}
+		for _, name := range s.Mechanisms {
+			var m sasl.Mechanism
+			switch name {
+			case sasl.PLAIN:
+				if users != nil {
 					m = sasl.NewPlain(users)
-				} else {
+				}
+			case "GSSAPI":
+				var err error
+				if m, err = newGSSAPI(*s.GSSAPI); err != nil {
+					errs = append(errs, "sasl.gssapi: "+err.Error())
+				}
+			default:
+				if users != nil {
 					m, _ = sasl.NewScram(name, users) // names checked by Validate
 				}
+			}
+			if m != nil {
 				a.mechs[name] = m
 				a.names = append(a.names, name)
 			}
@@ -360,13 +375,25 @@ func (a *authswap) authenticate(ctx context.Context, x *interceptor.Exchange) er
 			_ = err
 			return fail(kerr.SaslAuthenticationFailed.Code, msg)
 		}
-		if lt := a.cfg.SASL.SessionLifetime.D(); lt > 0 && x.Version >= 1 {
+		if lt := a.lifetime(st.sess); lt > 0 && x.Version >= 1 {
 			resp.SessionLifetimeMillis = lt.Milliseconds()
 		}
 		st.sess = nil
 	}
 	x.Respond(resp)
 	return nil
+}
+
+// lifetime is the KIP-368 session lifetime to announce: the configured one,
+// shortened to the Kerberos ticket's end as Kafka does for GSSAPI.
+func (a *authswap) lifetime(sess sasl.Session) time.Duration {
+	lt := a.cfg.SASL.SessionLifetime.D()
+	if e, ok := sess.(interface{ Expiry() time.Time }); ok && lt > 0 {
+		if left := time.Until(e.Expiry()); left < lt {
+			lt = max(left, time.Second)
+		}
+	}
+	return lt
 }
 
 // finish runs when a SASL exchange succeeded: re-authentication keeps the

@@ -51,15 +51,29 @@ type MTLSConfig struct {
 
 // SASLConfig is downstream SASL termination.
 type SASLConfig struct {
-	// Mechanisms offered: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 (and GSSAPI
-	// once its acceptor is wired in).
+	// Mechanisms offered: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, GSSAPI.
 	Mechanisms []string `json:"mechanisms"`
 	// UsersFile holds bcrypt hashes and SCRAM salted credentials
-	// (sasl.Users); mode-checked, re-read on change.
-	UsersFile string `json:"users_file"`
+	// (sasl.Users); mode-checked, re-read on change. Required for PLAIN
+	// and SCRAM.
+	UsersFile string `json:"users_file,omitempty"`
+	// GSSAPI configures Kerberos (required when GSSAPI is offered).
+	GSSAPI *GSSAPIConfig `json:"gssapi,omitempty"`
 	// SessionLifetime, when set, is sent as KIP-368 session_lifetime_ms in
 	// SaslAuthenticate v1+ so that clients re-authenticate that often.
 	SessionLifetime config.Duration `json:"session_lifetime,omitempty"`
+}
+
+// GSSAPIConfig is the Kerberos acceptor.
+type GSSAPIConfig struct {
+	// KeytabFile holds the service principal's keys (mode-checked).
+	KeytabFile string `json:"keytab_file"`
+	// ServicePrincipal, e.g. "kafka/strait.example.com@EXAMPLE.COM" (the
+	// realm defaults to the keytab's).
+	ServicePrincipal string `json:"service_principal"`
+	// StripRealm names the principal "client" instead of
+	// "client@EXAMPLE.COM" (the realm stays in Attrs["realm"]).
+	StripRealm bool `json:"strip_realm,omitempty"`
 }
 
 // CredentialsConfig names the store of upstream credentials: exactly one
@@ -84,7 +98,7 @@ type UpstreamConfig struct {
 }
 
 var (
-	downstreamMechs = []string{"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"}
+	downstreamMechs = []string{"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI"}
 	upstreamMechs   = []string{"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"}
 	sources         = []string{"subject", "san_dns", "san_uri", "san_email"}
 )
@@ -115,8 +129,6 @@ func (c *Config) Validate() error {
 		seen := map[string]bool{}
 		for i, m := range s.Mechanisms {
 			switch {
-			case m == "GSSAPI":
-				add("sasl.mechanisms[%d]: GSSAPI is not available in this build yet", i)
 			case !slices.Contains(downstreamMechs, m):
 				add("sasl.mechanisms[%d]: unknown %q (%s)", i, m, strings.Join(downstreamMechs, ", "))
 			case seen[m]:
@@ -124,8 +136,19 @@ func (c *Config) Validate() error {
 			}
 			seen[m] = true
 		}
-		if s.UsersFile == "" {
-			add("sasl.users_file: required")
+		if s.UsersFile == "" && (seen["PLAIN"] || seen["SCRAM-SHA-256"] || seen["SCRAM-SHA-512"]) {
+			add("sasl.users_file: required for PLAIN and SCRAM")
+		}
+		if seen["GSSAPI"] != (s.GSSAPI != nil) {
+			add("sasl.gssapi: set it exactly when GSSAPI is among the mechanisms")
+		}
+		if g := s.GSSAPI; g != nil {
+			if g.KeytabFile == "" {
+				add("sasl.gssapi.keytab_file: required")
+			}
+			if g.ServicePrincipal == "" {
+				add("sasl.gssapi.service_principal: required")
+			}
 		}
 		if s.SessionLifetime.D() < 0 || (s.SessionLifetime.D() > 0 && s.SessionLifetime.D() < time.Second) {
 			add("sasl.session_lifetime: at least 1s")

@@ -57,9 +57,17 @@ type AuthError struct {
 	Message string
 	Reason  string // unknown_user, bad_password, authzid, malformed
 	User    string // the name the client claimed, for the log line; may be empty
+	// Cause is the mechanism's own error, for the log line (never
+	// secrets); nil for the built-in mechanisms.
+	Cause error
 }
 
-func (e *AuthError) Error() string { return e.Message }
+func (e *AuthError) Error() string {
+	if e.Cause != nil {
+		return e.Message + ": " + e.Cause.Error()
+	}
+	return e.Message
+}
 
 // Failure reasons.
 const (
