@@ -156,6 +156,23 @@ func (c *Config) providers() []string {
 	return out
 }
 
+// warnings lists, per key store, what is accepted but insecure (an inline
+// secret, TLS verification off); logged at start.
+func (c *Config) warnings() []string {
+	var out []string
+	if c.KMS.Vault != nil {
+		for _, w := range c.KMS.Vault.Warnings() {
+			out = append(out, "kms.vault-transit: "+w)
+		}
+	}
+	if c.KMS.PKCS11 != nil {
+		for _, w := range c.KMS.PKCS11.Warnings() {
+			out = append(out, "kms.pkcs11: "+w)
+		}
+	}
+	return out
+}
+
 // validate checks what can be checked without files or the network.
 func (c *Config) validate() []string {
 	var errs []string

@@ -150,6 +150,9 @@ func newEngine(cfg Config, env Env) (*engine, error) {
 		m:         newMetrics(reg),
 	}
 	e.burst.log = log
+	for _, w := range cfg.warnings() {
+		log.Warn("insecure key store configuration", "warning", w)
+	}
 	if e.topics == nil {
 		e.topics = metadata.NewTopicNames()
 	}

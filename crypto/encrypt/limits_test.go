@@ -6,9 +6,11 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"hash/crc32"
+	"log/slog"
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -23,6 +25,7 @@ import (
 	"github.com/strait-proxy/strait/crypto/envelope"
 	"github.com/strait-proxy/strait/crypto/kms"
 	"github.com/strait-proxy/strait/crypto/kms/local"
+	"github.com/strait-proxy/strait/crypto/kms/vaulttransit"
 	"github.com/strait-proxy/strait/interceptor"
 	"github.com/strait-proxy/strait/internal/straittest"
 	"github.com/strait-proxy/strait/metadata"
@@ -415,5 +418,33 @@ func TestUnwrapThrottled(t *testing.T) {
 		if n := straittest.Counter(t, reg, "strait_kms_unwrap_throttled_total"); n < 1 {
 			t.Errorf("%s: strait_kms_unwrap_throttled_total = %v", mode, n)
 		}
+	}
+}
+
+// TestStartupWarnings (point 10): a Vault key store with TLS verification
+// off and an inline token starts, and says so at start: one warning each.
+func TestStartupWarnings(t *testing.T) {
+	vaultEnv(t)
+	cfg := encrypt.Config{
+		KMS: encrypt.KMS{Vault: &vaulttransit.Config{
+			Address: "https://127.0.0.1:1", // New does not contact Vault
+			Auth:    vaulttransit.AuthConfig{Token: "s.inline"},
+			TLS:     vaulttransit.TLSConfig{InsecureSkipVerify: true},
+		}},
+		Rules: []encrypt.Rule{{Topics: []string{"orders"}, KeyID: "strait"}},
+	}
+	var logs bytes.Buffer
+	log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	ic, err := encrypt.NewDecrypt(cfg, encrypt.Env{Logger: log, Metrics: prometheus.NewRegistry()})
+	straittest.Must(t, err, "decrypt")
+	defer ic.Close()
+	out := logs.String()
+	for _, want := range []string{"kms.vault-transit: tls.insecure_skip_verify", "kms.vault-transit: auth.token is inline"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no warning %q in the start-up log:\n%s", want, out)
+		}
+	}
+	if n := strings.Count(out, `"level":"WARN"`); n != 2 {
+		t.Errorf("%d warnings, want 2:\n%s", n, out)
 	}
 }

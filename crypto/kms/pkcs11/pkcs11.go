@@ -139,16 +139,25 @@ func (c *Config) Validate() error {
 	return nil
 }
 
+// Warnings lists what the configuration allows but should not be used in
+// production; the encrypt and decrypt interceptors log each at start.
+func (c *Config) Warnings() []string {
+	if c.PIN != "" {
+		return []string{"pin is inline in the configuration: prefer pin_file (mode 0600) or pin_env, so the PIN is not in a file that is copied, versioned and shown"}
+	}
+	return nil
+}
+
 func (c *Config) pin() (string, error) {
 	switch {
 	case c.PIN != "":
 		return c.PIN, nil
 	case c.PINFile != "":
-		b, err := os.ReadFile(c.PINFile)
+		pin, err := kms.ReadSecretFile(c.PINFile)
 		if err != nil {
-			return "", fmt.Errorf("pkcs11: reading pin_file: %w", err)
+			return "", fmt.Errorf("pkcs11: reading pin_file: %w: %w", kms.ErrAccessDenied, err)
 		}
-		return strings.TrimSpace(string(b)), nil
+		return pin, nil
 	}
 	if v := os.Getenv(c.PINEnv); v != "" {
 		return v, nil

@@ -192,6 +192,21 @@ func (c *Config) Validate() error {
 	return nil
 }
 
+// Warnings lists what the configuration allows but should not be used in
+// production; the encrypt and decrypt interceptors log each at start.
+func (c *Config) Warnings() []string {
+	var w []string
+	if c.TLS.InsecureSkipVerify {
+		w = append(w, "tls.insecure_skip_verify is set: Vault's certificate is not verified, so anyone on the path can impersonate Vault and read every data key")
+	} else if v, _ := strconv.ParseBool(os.Getenv("VAULT_SKIP_VERIFY")); v {
+		w = append(w, "VAULT_SKIP_VERIFY is set in the environment: Vault's certificate is not verified")
+	}
+	if c.Auth.Token != "" {
+		w = append(w, "auth.token is inline in the configuration: prefer auth.token_file (mode 0600) or VAULT_TOKEN, so the token is not in a file that is copied, versioned and shown")
+	}
+	return w
+}
+
 func checkKeyName(name string) error {
 	if name == "" || strings.ContainsAny(name, "/?#% ") || name == "." || name == ".." {
 		return fmt.Errorf("vault-transit: %w: invalid transit key name %q", kms.ErrKeyNotFound, name)
@@ -277,11 +292,10 @@ func (p *Provider) readToken() (string, error) {
 	case a.Token != "":
 		return a.Token, nil
 	case a.TokenFile != "":
-		b, err := os.ReadFile(a.TokenFile)
+		tok, err := kms.ReadSecretFile(a.TokenFile)
 		if err != nil {
 			return "", fmt.Errorf("vault-transit: %w: reading token file: %w", kms.ErrAccessDenied, err)
 		}
-		tok := strings.TrimSpace(string(b))
 		if tok == "" {
 			return "", fmt.Errorf("vault-transit: %w: token file %s is empty", kms.ErrAccessDenied, a.TokenFile)
 		}
@@ -331,11 +345,11 @@ func (p *Provider) authenticate(ctx context.Context, seen uint64) error {
 		}
 		body["role_id"] = roleID
 		if a.SecretIDFile != "" {
-			b, err := os.ReadFile(a.SecretIDFile)
+			sid, err := kms.ReadSecretFile(a.SecretIDFile)
 			if err != nil {
 				return fmt.Errorf("vault-transit: %w: reading secret_id file: %w", kms.ErrAccessDenied, err)
 			}
-			body["secret_id"] = strings.TrimSpace(string(b))
+			body["secret_id"] = sid
 		}
 	case AuthKubernetes:
 		b, err := os.ReadFile(a.JWTFile)
