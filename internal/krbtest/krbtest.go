@@ -144,8 +144,8 @@ func Start(t testing.TB) *KDC {
   default = FILE:%[3]s/krb5lib.log
 `, Realm, port, dir)
 	for path, body := range map[string]string{
-		k.Config:                         krb5conf,
-		k.KDCProfile:                     kdcconf,
+		k.Config:                        krb5conf,
+		k.KDCProfile:                    kdcconf,
 		filepath.Join(dir, "kadm5.acl"): "",
 	} {
 		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
