@@ -146,8 +146,11 @@ func newEngine(cfg Config, env Env) (*engine, error) {
 		sealers:   make(map[string]*envelope.Sealer),
 		bindTopic: cfg.BindTopic == nil || *cfg.BindTopic,
 		leaveEnc:  cfg.OnDecryptError == "leave-encrypted",
-		rw:        records.Rewriter{MaxDecompressedBytes: cfg.Limits.MaxDecompressedBytes, MaxBatchBytes: cfg.Limits.MaxBatchBytes},
-		m:         newMetrics(reg),
+		// Decryption only shrinks records: a rebuilt Fetch batch is never
+		// larger than what the broker sent, so max_batch_bytes (a bound on
+		// growth) does not apply to it.
+		rw: records.Rewriter{MaxDecompressedBytes: cfg.Limits.MaxDecompressedBytes, MaxBatchBytes: math.MaxInt32},
+		m:  newMetrics(reg),
 	}
 	e.burst.log = log
 	for _, w := range cfg.warnings() {

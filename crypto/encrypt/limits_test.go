@@ -448,3 +448,29 @@ func TestStartupWarnings(t *testing.T) {
 		t.Errorf("%d warnings, want 2:\n%s", n, out)
 	}
 }
+
+// TestMaxBatchBytesBoundsProduceOnly: max_batch_bytes bounds what
+// encryption adds; a decrypted batch is smaller than the one the broker
+// sent, so the bound does not refuse it (a 1 KiB bound, 8 KiB of records).
+func TestMaxBatchBytesBoundsProduceOnly(t *testing.T) {
+	orders := []encrypt.Rule{{Topics: []string{"orders"}, KeyID: "orders-kek"}}
+	k := newKeys(t)
+	vals := make([][]byte, 8)
+	for i := range vals {
+		vals[i] = bytes.Repeat([]byte{'a' + byte(i)}, 1000)
+	}
+	in := batch(t, kgo.NoCompression(), vals...)
+	sealed := seal(t, k.chain(t, encrypt.NewEncrypt, k.config(orders, "error", encrypt.Limits{})), "orders", in)
+
+	tight := encrypt.Limits{MaxBatchBytes: 1 << 10}
+	req, _ := produceRequest("orders", in)
+	x := &interceptor.Exchange{Conn: &interceptor.Conn{}, Key: 0, Version: 9, Request: req}
+	straittest.Must(t, k.chain(t, encrypt.NewEncrypt, k.config(orders, "error", tight)).Request(context.Background(), x), "encrypt")
+	if resp, ok := x.Response.(*kmsg.ProduceResponse); !ok || resp.Topics[0].Partitions[0].ErrorCode != kerr.InvalidRecord.Code {
+		t.Fatalf("produce over max_batch_bytes was not refused with INVALID_RECORD")
+	}
+	p := fetch(t, k.chain(t, encrypt.NewDecrypt, k.config(orders, "error", tight)), "orders", sealed).Topics[0].Partitions[0]
+	if got, _ := values(t, p.RecordBatches); p.ErrorCode != 0 || len(got) != 8 || got[7] != string(vals[7]) {
+		t.Fatalf("fetch under a tight max_batch_bytes: error %d, %d records", p.ErrorCode, len(got))
+	}
+}
