@@ -11,6 +11,7 @@ import (
 	"github.com/strait-proxy/strait/authswap"
 	"github.com/strait-proxy/strait/config"
 	"github.com/strait-proxy/strait/internal/krbtest"
+	"github.com/strait-proxy/strait/internal/sasltest"
 	"github.com/strait-proxy/strait/internal/straittest"
 )
 
@@ -56,5 +57,5 @@ func TestKerberosEndToEnd(t *testing.T) {
 	if !isSaslFailed(err) {
 		t.Fatalf("stranger: %v, want SASL_AUTHENTICATION_FAILED", err)
 	}
-	s.checkNoSecrets(t, aliceUpPw, superPass)
+	s.checkNoSecrets(t, aliceUpPw, sasltest.SuperPass)
 }

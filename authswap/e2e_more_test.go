@@ -26,6 +26,7 @@ import (
 	"github.com/strait-proxy/strait/authswap/creds"
 	"github.com/strait-proxy/strait/config"
 	"github.com/strait-proxy/strait/internal/kmsdouble"
+	"github.com/strait-proxy/strait/internal/sasltest"
 	"github.com/strait-proxy/strait/internal/straittest"
 	"github.com/strait-proxy/strait/internal/testpki"
 )
@@ -38,7 +39,7 @@ const (
 // Credentials from Vault KV v2 (the in-process test double of its HTTP API,
 // internal/kmsdouble): a secret rotated mid-run, and Vault down.
 func TestVaultCredentialsEndToEnd(t *testing.T) {
-	_, upstream := saslCluster(t, kfake.EnableACLs(), kfake.SeedTopics(1, "orders"),
+	_, upstream := sasltest.Cluster(t, kfake.EnableACLs(), kfake.SeedTopics(1, "orders"),
 		kfake.User("SCRAM-SHA-256", "alice-up", aliceUpPw, ordersACL),
 		kfake.User("PLAIN", "bob-up", vaultBobPw))
 	v := kmsdouble.NewVault(kmsdouble.VaultOptions{})
@@ -66,7 +67,7 @@ func TestVaultCredentialsEndToEnd(t *testing.T) {
 	reads := v.Calls("secret/data")
 
 	// Rotate alice-up's password on the broker and in Vault.
-	admin := kadm.NewClient(client(t, upstream[0], plain.Auth{User: superUser, Pass: superPass}.AsMechanism()))
+	admin := kadm.NewClient(client(t, upstream[0], plain.Auth{User: sasltest.SuperUser, Pass: sasltest.SuperPass}.AsMechanism()))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	res, err := admin.AlterUserSCRAMs(ctx, nil, []kadm.UpsertSCRAM{{User: "alice-up", Mechanism: kadm.ScramSha256, Iterations: 4096, Password: aliceUpPw2}})
@@ -110,7 +111,7 @@ func TestVaultCredentialsEndToEnd(t *testing.T) {
 	if got := consumeAll(t, s.addr, plain.Auth{User: "alice", Pass: alicePw}.AsMechanism(), 4); strings.Join(got, ",") != "one,two,three,four" {
 		t.Fatalf("consumed %q", got)
 	}
-	s.checkNoSecrets(t, alicePw, bobPw, aliceUpPw, aliceUpPw2, vaultBobPw, vaultToken, superPass)
+	s.checkNoSecrets(t, alicePw, bobPw, aliceUpPw, aliceUpPw2, vaultBobPw, vaultToken, sasltest.SuperPass)
 }
 
 // mTLS in front: the principal comes from the certificate through Kafka's
@@ -169,7 +170,7 @@ func TestMTLSEndToEnd(t *testing.T) {
 	if n := s.counter(t, "strait_authswap_authentications_total", "mechanism", "mtls", "result", "success"); n < 2 {
 		t.Errorf("mtls successes: %v", n)
 	}
-	s.checkNoSecrets(t, aliceUpPw, bobUpPw, superPass)
+	s.checkNoSecrets(t, aliceUpPw, bobUpPw, sasltest.SuperPass)
 }
 
 // SaslHandshake v0 (kafka-python, librdkafka's path): raw tokens after the
@@ -257,7 +258,7 @@ func TestSaslHandshakeV0(t *testing.T) {
 			t.Fatal("a wrong password over v0 got a reply")
 		}
 	})
-	s.checkNoSecrets(t, alicePw, aliceUpPw, wrongPw, superPass)
+	s.checkNoSecrets(t, alicePw, aliceUpPw, wrongPw, sasltest.SuperPass)
 }
 
 type rawConn struct {
@@ -270,7 +271,7 @@ func (r *rawConn) request(req kmsg.Request) (kmsg.Response, error) {
 	if _, err := r.c.Write(kmsg.NewRequestFormatter(kmsg.FormatterClientID("raw")).AppendRequest(nil, req, r.corr)); err != nil {
 		return nil, err
 	}
-	f, err := readFrame(r.c)
+	f, err := sasltest.ReadFrame(r.c)
 	if err != nil {
 		return nil, err
 	}

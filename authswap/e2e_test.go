@@ -28,6 +28,7 @@ import (
 	"github.com/strait-proxy/strait/authswap/sasl"
 	"github.com/strait-proxy/strait/config"
 	"github.com/strait-proxy/strait/interceptor"
+	"github.com/strait-proxy/strait/internal/sasltest"
 	"github.com/strait-proxy/strait/internal/straittest"
 	"github.com/strait-proxy/strait/proxy"
 )
@@ -160,7 +161,7 @@ var ordersACL = kfake.ACL{Resource: kmsg.ACLResourceTypeTopic, Name: "orders", P
 // aclCluster: alice-up may use topic orders; bob-up exists but has no ACL.
 func aclCluster(t *testing.T, extra ...kfake.Opt) []string {
 	t.Helper()
-	_, addrs := saslCluster(t, append([]kfake.Opt{kfake.EnableACLs(), kfake.SeedTopics(1, "orders"),
+	_, addrs := sasltest.Cluster(t, append([]kfake.Opt{kfake.EnableACLs(), kfake.SeedTopics(1, "orders"),
 		kfake.User("SCRAM-SHA-256", "alice-up", aliceUpPw, ordersACL),
 		kfake.User("PLAIN", "bob-up", bobUpPw)}, extra...)...)
 	return addrs
@@ -302,5 +303,5 @@ func TestSASLSwapEndToEnd(t *testing.T) {
 			t.Fatal("an unauthenticated Metadata was answered")
 		}
 	})
-	s.checkNoSecrets(t, alicePw, bobPw, carolPw, aliceUpPw, bobUpPw, wrongPw, superPass)
+	s.checkNoSecrets(t, alicePw, bobPw, carolPw, aliceUpPw, bobUpPw, wrongPw, sasltest.SuperPass)
 }
