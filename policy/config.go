@@ -46,9 +46,6 @@ type Config struct {
 	Tokenize *Tokenize `json:"tokenize,omitempty"`
 	// Audit configures the audit log.
 	Audit *Audit `json:"audit,omitempty"`
-	// Reload: policies and catalog are re-read on SIGHUP and, when
-	// Interval is set, when a file changes.
-	Reload *Reload `json:"reload,omitempty"`
 }
 
 // Tokenize is the key of the tokenize action.
@@ -67,13 +64,6 @@ type Tokenize struct {
 type Audit struct {
 	// Output: "stdout", "stderr" or a file path (appended to).
 	Output string `json:"output"`
-}
-
-// Reload configures hot reload.
-type Reload struct {
-	// Interval polls the policy, bundle and catalog files for changes
-	// ("2s"); 0 turns polling off (SIGHUP still reloads).
-	Interval config.Duration `json:"interval,omitempty"`
 }
 
 // Catalog is the data classification file: which fields of which topics
@@ -142,9 +132,6 @@ func (c *Config) validate() config.Errors {
 	}
 	if a := c.Audit; a != nil && a.Output == "" {
 		add("audit.output", "required: stdout, stderr or a file path")
-	}
-	if r := c.Reload; r != nil && r.Interval < 0 {
-		add("reload.interval", "must not be negative")
 	}
 	return errs
 }

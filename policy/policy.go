@@ -48,9 +48,6 @@ type Policy struct {
 	timeout time.Duration
 	burst   burstLog
 	rw      records.Rewriter
-	stop    chan struct{}
-	stopped sync.Once
-	wg      sync.WaitGroup
 }
 
 // runtime is one version of the policy with its caches; a reload swaps it
@@ -94,7 +91,7 @@ func NewPolicy(cfg Config, env Env) (*Policy, error) {
 	if reg == nil {
 		reg = prometheus.NewRegistry()
 	}
-	p := &Policy{cfg: cfg, log: log, topics: env.Topics, m: newMetrics(reg), stop: make(chan struct{})}
+	p := &Policy{cfg: cfg, log: log, topics: env.Topics, m: newMetrics(reg)}
 	p.burst.log = log
 	if p.topics == nil {
 		p.topics = metadata.NewTopicNames()
@@ -118,7 +115,6 @@ func NewPolicy(cfg Config, env Env) (*Policy, error) {
 		}
 	}
 	p.swap(c)
-	p.startReload()
 	log.Info("policy loaded", "revision", c.Revision, "query", c.query, "reads", c.reads.refs,
 		"per_record", c.reads.record(), "cached", c.reads.cacheable())
 	return p, nil
@@ -145,18 +141,27 @@ func (p *Policy) Interceptor() *interceptor.Interceptor {
 			{Key: 1, Response: p.onFetch},
 			{Key: 78, Response: p.onShareFetch},
 		},
+		Files: p.files(),
 		Close: p.Close,
 	}
 }
 
-// Close stops reloading and closes the audit log.
+// Close closes the audit log.
 func (p *Policy) Close() error {
-	p.stopped.Do(func() { close(p.stop) })
-	p.wg.Wait()
 	if p.audit != nil {
 		return p.audit.close()
 	}
 	return nil
+}
+
+// files are what the policy was built from: the binary reloads the
+// configuration when one changes.
+func (p *Policy) files() []string {
+	fs := append([]string(nil), p.st.Load().c.files...)
+	if t := p.cfg.Tokenize; t != nil && t.KeyFile != "" {
+		fs = append(fs, t.KeyFile)
+	}
+	return fs
 }
 
 func connOf(x *interceptor.Exchange) *Conn {

@@ -28,6 +28,10 @@ func demoConfig(t testing.TB) Config {
 func TestDemoStory(t *testing.T) {
 	p, reg := newPolicy(t, demoConfig(t))
 	ic := p.Interceptor()
+	// The binary watches these and rebuilds the chain when one changes.
+	if fmt.Sprint(ic.Files) != "[testdata/demo/policy.rego testdata/demo/catalog.yaml]" {
+		t.Fatalf("files %v", ic.Files)
+	}
 	in := batch(100, -1, false, rec("k1", usaOrder), rec("k2", brOrder), rec("k3", usaOrder))
 
 	// The policy reads the principal's name and one value field: decisions
