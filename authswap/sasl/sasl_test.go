@@ -255,4 +255,3 @@ func FuzzSessions(f *testing.F) {
 		}
 	})
 }
-
