@@ -195,7 +195,8 @@ func TestDecryptOnlyWhatARuleCovers(t *testing.T) {
 
 // TestUnreadableBatchFailsThePartition (point 6): with on_decrypt_error:
 // error, a partition holding a batch Strait cannot read (CRC mismatch,
-// unknown codec, over the decompression cap), even behind a good encrypted
+// unknown codec, over the decompression cap, issue 12's zero-delta bomb),
+// even behind a good encrypted
 // batch, gets an error code and no records; the other partitions decrypt.
 // With leave-encrypted, those partitions pass as the broker sent them.
 func TestUnreadableBatchFailsThePartition(t *testing.T) {
@@ -220,8 +221,11 @@ func TestUnreadableBatchFailsThePartition(t *testing.T) {
 		append(bytes.Clone(good), unknownCodec...),
 		append(bytes.Clone(good), overCap...),
 		good,
+		// 400k records: more than the 64 KiB cap can hold at 7 bytes each,
+		// refused from the header before decompression.
+		append(bytes.Clone(good), bomb(t, false)...),
 	}
-	want := []int16{kerr.CorruptMessage.Code, kerr.CorruptMessage.Code, kerr.InvalidRecord.Code, 0}
+	want := []int16{kerr.CorruptMessage.Code, kerr.CorruptMessage.Code, kerr.InvalidRecord.Code, 0, kerr.InvalidRecord.Code}
 
 	dec := k.chain(t, encrypt.NewDecrypt, k.config(orders, "error", lim))
 	resp := fetch(t, dec, "orders", parts...)
