@@ -48,6 +48,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdValidate(args[1:], stdout, stderr)
 	case "keys":
 		return cmdKeys(args[1:], stdout, stderr)
+	case "policy":
+		return cmdPolicy(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, versionString())
 		return 0
@@ -68,6 +70,7 @@ Usage:
   strait run [--config FILE] [flags]   serve (strait run -h lists the flags)
   strait validate --config FILE [flags] check a configuration and explain every error
   strait keys generate|rotate|list      manage a local keyring (strait keys help)
+  strait policy test|eval               run rego tests, explain one decision (strait policy help)
   strait version                        print the version
 `)
 }
