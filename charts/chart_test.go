@@ -215,6 +215,9 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		{"sni template without {node}", sni, `listener: {sni: {hostTemplate: broker.strait.example.com}}`, "hostTemplate"},
 		{"endpoint without upstream TLS", base, `tls: {upstream: {enabled: false}}
 config: {upstream: {endpoint: "vpce:9096"}}`, "enabled"},
+		{"load balancer without an advertised host", base, `listener: {advertiseHost: ""}`, "advertiseHost"},
+		{"extra mount shadowing the config volume", base, `extraSecretMounts: [{name: config, secretName: x, mountPath: /etc/x}]`, "name"},
+		{"extra mount over the config", base, `extraSecretMounts: [{name: x, secretName: x, mountPath: /etc/strait/config}]`, "mountPath"},
 		{"gateway ports without broker ids", base, `listener: {brokerIds: []}`, "brokerIds"},
 	}
 	ch, caps := loadChart(t), capabilities(t)
