@@ -135,12 +135,12 @@ func gssChecksum(fl uint32) []byte {
 }
 
 // token is the KRB5 initial context token carrying the AP-REQ.
-func (in *initiator) token(t *testing.T) []byte {
+func (in *initiator) token(t testing.TB) []byte {
 	t.Helper()
 	return apReqToken(t, in.tkt, in.sessionKey, in.auth, in.mutual)
 }
 
-func apReqToken(t *testing.T, tkt messages.Ticket, key types.EncryptionKey, auth types.Authenticator, mutual bool) []byte {
+func apReqToken(t testing.TB, tkt messages.Ticket, key types.EncryptionKey, auth types.Authenticator, mutual bool) []byte {
 	t.Helper()
 	req, err := messages.NewAPReq(tkt, key, auth)
 	if err != nil {
@@ -192,7 +192,7 @@ func (in *initiator) checkAPRep(t *testing.T, tok []byte) messages.EncAPRepPart 
 
 // answerOffer verifies the acceptor's wrap token (with the initiator's
 // subkey, usage 22) and wraps the choice payload back (usage 24).
-func (in *initiator) answerOffer(t *testing.T, offer []byte, choice []byte) []byte {
+func (in *initiator) answerOffer(t testing.TB, offer []byte, choice []byte) []byte {
 	t.Helper()
 	var wt gss.WrapToken
 	if err := wt.Unmarshal(offer, true); err != nil {
@@ -207,7 +207,7 @@ func (in *initiator) answerOffer(t *testing.T, offer []byte, choice []byte) []by
 	return wrapFromInitiator(t, choice, in.subkey)
 }
 
-func wrapFromInitiator(t *testing.T, payload []byte, key types.EncryptionKey) []byte {
+func wrapFromInitiator(t testing.TB, payload []byte, key types.EncryptionKey) []byte {
 	t.Helper()
 	wt, err := gss.NewInitiatorWrapToken(payload, key)
 	if err != nil {
@@ -243,7 +243,7 @@ func forgedTicket(t *testing.T, r *realm, cname string, start, end time.Time) (m
 	return tkt, key
 }
 
-func newAuthenticator(t *testing.T, cname string) types.Authenticator {
+func newAuthenticator(t testing.TB, cname string) types.Authenticator {
 	t.Helper()
 	a, err := types.NewAuthenticator(krbtest.Realm, types.NewPrincipalName(nametype.KRB_NT_PRINCIPAL, cname))
 	if err != nil {
@@ -253,7 +253,7 @@ func newAuthenticator(t *testing.T, cname string) types.Authenticator {
 	return a
 }
 
-func mustNext(t *testing.T, s *Session, in []byte) []byte {
+func mustNext(t testing.TB, s *Session, in []byte) []byte {
 	t.Helper()
 	out, done, err := s.Next(context.Background(), in)
 	if err != nil {
