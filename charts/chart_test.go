@@ -3,7 +3,7 @@
 // charts/strait/ci/, every rendered manifest decoded strictly into the
 // k8s.io/api types, and the rendered strait.yaml checked by Strait's real
 // configuration validation (config.Parse/Validate, and `strait validate`
-// through $STRAIT_BIN when it is set, as under `make test`).
+// with $STRAIT_BIN, as under `make test`, or ./cmd/strait built here).
 package charts
 
 import (
@@ -19,6 +19,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"helm.sh/helm/v3/pkg/chart"
@@ -719,11 +720,11 @@ func checkServiceMonitor(t *testing.T, r *rendered) {
 // checked to lie under a read-only Secret mount (when mounts is given),
 // then stood in for by a file in a temp dir: an empty one for certificates
 // (Validate only checks they exist), a real keyring from `strait keys
-// generate` for the keyring when $STRAIT_BIN is set.
+// generate` with every key id the rules name.
 func validateConfig(t *testing.T, r *rendered, mounts map[string]mount) {
 	t.Helper()
 	tmp := t.TempDir()
-	bin := os.Getenv("STRAIT_BIN")
+	bin := straitBin(t)
 	var generic any
 	if err := yaml.Unmarshal(r.straitYAML, &generic); err != nil {
 		t.Fatal(err)
@@ -780,7 +781,7 @@ func validateConfig(t *testing.T, r *rendered, mounts map[string]mount) {
 		if _, err := os.Stat(local); err == nil {
 			continue
 		}
-		if strings.Contains(p, "/keyring/") && bin != "" {
+		if strings.Contains(p, "/keyring/") {
 			for id := range keyIDs {
 				runStrait(t, bin, 0, "keys", "generate", "--keyring", local, "--key", id)
 			}
@@ -796,10 +797,6 @@ func validateConfig(t *testing.T, r *rendered, mounts map[string]mount) {
 	if err := cfg.Validate(); err != nil {
 		t.Errorf("the rendered strait.yaml does not validate:\n%v\n%s", err, r.straitYAML)
 	}
-	if bin == "" {
-		t.Log("STRAIT_BIN not set (make test sets it): `strait validate` skipped, config.Validate only")
-		return
-	}
 	f := filepath.Join(tmp, "strait.yaml")
 	if err := os.WriteFile(f, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
@@ -813,6 +810,46 @@ func validateConfig(t *testing.T, r *rendered, mounts map[string]mount) {
 	}
 }
 
+var (
+	binOnce sync.Once
+	binPath string
+	binErr  error
+	binDir  string
+)
+
+// straitBin is $STRAIT_BIN (make test sets it) or ./cmd/strait built once
+// for this test binary.
+func straitBin(t *testing.T) string {
+	t.Helper()
+	binOnce.Do(func() {
+		if p := os.Getenv("STRAIT_BIN"); p != "" {
+			binPath = p
+			return
+		}
+		if binDir, binErr = os.MkdirTemp("", "strait-chart-test-"); binErr != nil {
+			return
+		}
+		binPath = filepath.Join(binDir, "strait")
+		out, err := exec.Command("go", "build", "-C", repoRoot, "-o", binPath, "./cmd/strait").CombinedOutput()
+		if err != nil {
+			binErr = fmt.Errorf("go build ./cmd/strait: %v\n%s", err, out)
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return binPath
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// runStrait runs the binary and checks its exit code (-1: any failure).
 func runStrait(t *testing.T, bin string, wantCode int, args ...string) string {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
@@ -826,7 +863,7 @@ func runStrait(t *testing.T, bin string, wantCode int, args ...string) string {
 	} else if err != nil {
 		t.Fatalf("%s %v: %v", bin, args, err)
 	}
-	if code != wantCode {
+	if wantCode >= 0 && code != wantCode || wantCode < 0 && code == 0 {
 		t.Fatalf("strait %s: exit %d, want %d:\n%s", strings.Join(args, " "), code, wantCode, out.String())
 	}
 	return out.String()
@@ -890,4 +927,52 @@ func readFile(t *testing.T, name string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// TestKeyringFromSecretVolumeIsRefusedToday reproduces the file mode a
+// keyring gets in the pod: a Secret volume's files are root's, so the
+// non-root container reads them through the pod's fsGroup, and the kubelet
+// gives read-only volume files group read (mode 0440) whatever defaultMode
+// says. crypto/kms/local refuses any group or other bit (0o077), so today
+// a local keyring cannot come from a Kubernetes Secret: docs/operations.md
+// says so and points to the KMS key stores. The check that would work with
+// Secrets is 0o027 (no group write, nothing for others), as
+// authswap/internal/secfile does. When the keyring check accepts 0440 this
+// test fails: then require acceptance here and drop the caveat in the docs.
+func TestKeyringFromSecretVolumeIsRefusedToday(t *testing.T) {
+	r := renderCI(t, filepath.Join(chartDir, "ci", "gateway-ports.yaml"))
+	ps := r.deployment.Spec.Template.Spec
+	var vol *corev1.Volume
+	for i := range ps.Volumes {
+		if ps.Volumes[i].Name == "strait-keyring" {
+			vol = &ps.Volumes[i]
+		}
+	}
+	if vol == nil || vol.Secret == nil || vol.Secret.DefaultMode == nil || ps.SecurityContext == nil || ps.SecurityContext.FSGroup == nil {
+		t.Fatalf("keyring volume %+v, pod securityContext %+v", vol, ps.SecurityContext)
+	}
+	mode := os.FileMode(*vol.Secret.DefaultMode) | 0o440 // the kubelet's fsGroup treatment of read-only volumes
+	bin := straitBin(t)
+	dir := t.TempDir()
+	keyring := filepath.Join(dir, "keys.json")
+	runStrait(t, bin, 0, "keys", "generate", "--keyring", keyring, "--key", "payments-kek")
+	if err := os.Chmod(keyring, mode); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "strait.yaml")
+	if err := os.WriteFile(cfg, []byte(`upstream: {bootstrap: ["kafka:9092"]}
+listen: {bootstrap: "127.0.0.1:9092", broker_port_base: 19092}
+interceptors:
+  - name: encrypt
+    config:
+      kms: {local: {keyring: `+keyring+`}}
+      rules: [{topics: [payments], key_id: payments-kek}]
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out := runStrait(t, bin, -1, "validate", "--config", cfg)
+	if !strings.Contains(out, "insecure file permissions") {
+		t.Fatalf("a keyring with the Secret volume's mode %04o gave:\n%s\nIf it is accepted now, Secret-mounted keyrings work: make this test require it and drop the caveat in docs/operations.md and charts/strait/README.md", mode, out)
+	}
+	t.Logf("KNOWN ISSUE: a keyring mounted from a Secret (mode %04o) is refused by crypto/kms/local:\n%s", mode, out)
 }
