@@ -31,7 +31,6 @@ type TopicNames struct {
 	names  map[[16]byte]string
 	neg    map[[16]byte]negative
 	lookup func(ctx context.Context, ids [][16]byte) (*kmsg.MetadataResponse, error)
-	single bool // lookup asks for one id at a time (SetResolver)
 	limits LookupLimits
 	calls  int // upstream lookups made, for tests
 }
@@ -109,24 +108,12 @@ func (t *TopicNames) SetCluster(r kmsg.Requestor) {
 			req.Topics[i].TopicID = id
 		}
 		return req.RequestWith(ctx, r)
-	}, false)
+	})
 }
 
-// SetResolver installs a lookup that asks about one id at a time.
-//
-// Deprecated: use SetCluster, which looks up all the unknown ids of a
-// request in one Metadata request; with SetResolver, a request naming n
-// unknown ids costs n calls (each bounded by the deadline and remembered by
-// the negative cache all the same).
-func (t *TopicNames) SetResolver(fn func(ctx context.Context, id [16]byte) (*kmsg.MetadataResponse, error)) {
-	t.setLookup(func(ctx context.Context, ids [][16]byte) (*kmsg.MetadataResponse, error) {
-		return fn(ctx, ids[0])
-	}, true)
-}
-
-func (t *TopicNames) setLookup(fn func(context.Context, [][16]byte) (*kmsg.MetadataResponse, error), single bool) {
+func (t *TopicNames) setLookup(fn func(context.Context, [][16]byte) (*kmsg.MetadataResponse, error)) {
 	t.mu.Lock()
-	t.lookup, t.single = fn, single
+	t.lookup = fn
 	t.mu.Unlock()
 }
 
@@ -191,7 +178,7 @@ func (t *TopicNames) Prefetch(ctx context.Context, ids [][16]byte) {
 		return
 	}
 	t.mu.RLock()
-	fn, single, lim := t.lookup, t.single, t.limits.withDefaults()
+	fn, lim := t.lookup, t.limits.withDefaults()
 	t.mu.RUnlock()
 	if fn == nil {
 		return // not remembered: the way to ask may be set any moment
@@ -200,16 +187,7 @@ func (t *TopicNames) Prefetch(ctx context.Context, ids [][16]byte) {
 		t.remember(todo[lim.MaxIDs:], errTooManyIDs, lim.NegativeTTL, lim)
 		todo = todo[:lim.MaxIDs]
 	}
-	batches := [][][16]byte{todo}
-	if single {
-		batches = batches[:0]
-		for i := range todo {
-			batches = append(batches, todo[i:i+1])
-		}
-	}
-	for _, b := range batches {
-		t.lookupIDs(ctx, fn, b, lim)
-	}
+	t.lookupIDs(ctx, fn, todo, lim)
 }
 
 func (t *TopicNames) lookupIDs(ctx context.Context, fn func(context.Context, [][16]byte) (*kmsg.MetadataResponse, error), ids [][16]byte, lim LookupLimits) {

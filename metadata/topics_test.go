@@ -99,27 +99,6 @@ func TestUnknownIDsOneLookup(t *testing.T) {
 	if n := names.Lookups(); n != 1 {
 		t.Errorf("Lookups() = %d, want 1", n)
 	}
-
-	// The legacy one-id resolver costs one call per id, but the negative
-	// cache still absorbs the repeats.
-	legacy := NewTopicNames()
-	legacy.SetResolver(func(ctx context.Context, id [16]byte) (*kmsg.MetadataResponse, error) {
-		req := kmsg.NewPtrMetadataRequest()
-		tp := kmsg.NewMetadataRequestTopic()
-		tp.TopicID = id
-		req.Topics = append(req.Topics, tp)
-		return req.RequestWith(ctx, lc.cl)
-	})
-	before := lc.lookups.Load()
-	few := randomIDs(3)
-	legacy.Prefetch(ctx, few)
-	legacy.Prefetch(ctx, few)
-	for _, id := range few {
-		legacy.Resolve(ctx, id)
-	}
-	if n := lc.lookups.Load() - before; n != 3 {
-		t.Errorf("legacy resolver: %d lookups for 3 ids asked thrice, want 3", n)
-	}
 }
 
 // TestNegativeCacheBoundedAndExpires: the negative cache never holds more

@@ -18,29 +18,25 @@ type apiVersions struct {
 	keys   []kmsg.ApiVersionsResponseApiKey
 }
 
-// watchCluster keeps Strait's view of the cluster fresh: ApiVersions (what to
-// advertise and accept) and the broker list (which listeners to open). The
-// first success makes Strait ready.
-func (s *Server) watchCluster(ctx context.Context) {
-	cl, err := kgo.NewClient(
+// newClusterClient is Strait's own client to the cluster: for its view of
+// the brokers and for topic-id lookups. It dials as sessions do (TLS,
+// private-link endpoint) and connects only when first used.
+func (s *Server) newClusterClient() (*kgo.Client, error) {
+	return kgo.NewClient(
 		kgo.SeedBrokers(s.cfg.Upstream.Bootstrap...),
 		kgo.Dialer(func(ctx context.Context, _, host string) (net.Conn, error) { return s.dialer.dial(ctx, host) }),
 		kgo.ClientID("strait"),
 		kgo.MetadataMinAge(time.Second),
 		kgo.RequestTimeoutOverhead(s.cfg.Upstream.DialTimeout.D()),
 	)
-	if err != nil {
-		s.log.Error("cannot create the cluster client", "err", err)
-		return
-	}
+}
+
+// watchCluster keeps Strait's view of the cluster fresh: ApiVersions (what to
+// advertise and accept) and the broker list (which listeners to open). The
+// first success makes Strait ready.
+func (s *Server) watchCluster(ctx context.Context) {
+	cl := s.cluster
 	defer cl.Close()
-	s.topics.SetResolver(func(ctx context.Context, id [16]byte) (*kmsg.MetadataResponse, error) {
-		req := kmsg.NewPtrMetadataRequest()
-		t := kmsg.NewMetadataRequestTopic()
-		t.TopicID = id
-		req.Topics = append(req.Topics, t)
-		return req.RequestWith(ctx, cl)
-	})
 	backoff := time.Second
 	failing := false
 	for {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/semaphore"
 
 	"github.com/strait-proxy/strait/config"
@@ -33,6 +34,7 @@ type Server struct {
 	metrics *Metrics
 	chain   atomic.Pointer[liveChain] // swapped whole by Reload
 	dialer  *dialer
+	cluster *kgo.Client // Strait's own requests: broker list, topic ids
 	topics  *metadata.TopicNames
 	tls     atomic.Pointer[tls.Config] // towards clients; nil for plaintext; swapped by Reload
 	meta    *interceptor.Interceptor   // the built-in metadata interceptor, first in every chain
@@ -110,6 +112,12 @@ func New(cfg config.Config, opts Options) (*Server, error) {
 	if s.topics == nil {
 		s.topics = metadata.NewTopicNames()
 	}
+	// Topic ids are resolvable from the first request on: the lookup is in
+	// place before any listener opens.
+	if s.cluster, err = s.newClusterClient(); err != nil {
+		return nil, fmt.Errorf("cluster client: %w", err)
+	}
+	s.topics.SetCluster(s.cluster)
 	if cfg.Listen.TLS.Enabled() {
 		tc, err := serverTLS(cfg.Listen.TLS)
 		if err != nil {
