@@ -31,6 +31,21 @@ func TestKcat(t *testing.T) {
 	kcat := bins[0]
 	r := newRealm(t)
 	acc := r.acceptor(t, r.svcKeytab, "kafka/localhost")
+	runKcat := func(t *testing.T, port int, metadataTimeout string) ([]byte, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, kcat,
+			"-b", "localhost:"+strconv.Itoa(port), "-L", "-m", metadataTimeout,
+			"-X", "security.protocol=SASL_PLAINTEXT",
+			"-X", "sasl.mechanisms=GSSAPI",
+			"-X", "sasl.kerberos.service.name=kafka",
+			"-X", "sasl.kerberos.principal=client@STRAIT.TEST",
+			"-X", "sasl.kerberos.keytab="+r.clientKeytab,
+			"-X", "debug=security,broker,protocol",
+		)
+		cmd.Env = append(os.Environ(), r.kdc.Env()...)
+		return cmd.CombinedOutput()
+	}
 
 	for _, mode := range []struct {
 		name string
@@ -38,19 +53,7 @@ func TestKcat(t *testing.T) {
 	}{{"SaslAuthenticate", false}, {"v0 raw tokens", true}} {
 		t.Run(mode.name, func(t *testing.T) {
 			srv := startBroker(t, acc, mode.raw)
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-			defer cancel()
-			cmd := exec.CommandContext(ctx, kcat,
-				"-b", "localhost:"+strconv.Itoa(srv.port), "-L", "-m", "30",
-				"-X", "security.protocol=SASL_PLAINTEXT",
-				"-X", "sasl.mechanisms=GSSAPI",
-				"-X", "sasl.kerberos.service.name=kafka",
-				"-X", "sasl.kerberos.principal=client@STRAIT.TEST",
-				"-X", "sasl.kerberos.keytab="+r.clientKeytab,
-				"-X", "debug=security,broker,protocol",
-			)
-			cmd.Env = append(os.Environ(), r.kdc.Env()...)
-			out, err := cmd.CombinedOutput()
+			out, err := runKcat(t, srv.port, "30")
 			conns := srv.stop()
 			var ok *connResult
 			for i := range conns {
@@ -82,6 +85,33 @@ func TestKcat(t *testing.T) {
 			}
 		})
 	}
+
+	// The service key changes after the acceptor's keytab was exported:
+	// kcat's new tickets no longer decrypt, every connection is refused,
+	// none authenticates, kcat fails.
+	t.Run("stale service keytab refused", func(t *testing.T) {
+		old := r.acceptor(t, r.kdc.Keytab(t, "before-rekey.keytab", "kafka/localhost"), "kafka/localhost")
+		r.kdc.Rekey(t, "kafka/localhost")
+		os.Remove(r.kdc.Ccache) // no cached service ticket under the old key
+		srv := startBroker(t, old, false)
+		out, err := runKcat(t, srv.port, "5")
+		conns := srv.stop()
+		if err == nil {
+			t.Fatalf("kcat succeeded against a stale keytab:\n%s", lastLines(string(out), 20))
+		}
+		refused := 0
+		for _, c := range conns {
+			if c.principal != "" || c.metadata {
+				t.Fatalf("a connection authenticated: %+v", c)
+			}
+			if c.err != nil && errors.Is(c.err, ErrAuthentication) && strings.Contains(c.err.Error(), "decrypt") {
+				refused++
+			}
+		}
+		if refused == 0 {
+			t.Fatalf("no connection was refused for the stale key: %+v\n%s", conns, lastLines(string(out), 20))
+		}
+	})
 }
 
 func countPrefix(ss []string, p string) int {
