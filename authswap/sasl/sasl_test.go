@@ -2,6 +2,10 @@ package sasl
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/pbkdf2"
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"os"
 	"path/filepath"
@@ -254,4 +258,62 @@ func FuzzSessions(f *testing.F) {
 			}
 		}
 	})
+}
+
+// librdkafka's client-final message repeats the client nonce before the
+// server's (r=<cnonce><cnonce+snonce>); Kafka accepts it, so must Strait.
+// The message is built here as rdkafka_sasl_scram.c builds it.
+func TestScramRepeatedNonce(t *testing.T) {
+	users := Static(testUsers(t))
+	m, _ := NewScram(SCRAMSHA256, users)
+	run := func(pw, prefix string) (Session, []byte, error) {
+		s := m.Start()
+		cnonce := "b|_kY2S_J>5|;1IwFOc=HQ58ZSR.t5\\7"
+		c1bare := "n=alice,r=" + cnonce
+		s1b, _, err := s.Next(context.Background(), []byte("n,,"+c1bare))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s1 := string(s1b)
+		snonce, _ := attr(s1, "r")
+		saltB64, _ := attr(s1, "s")
+		salt, _ := base64.StdEncoding.DecodeString(saltB64)
+		salted, _ := pbkdf2.Key(sha256.New, pw, salt, 4096, 32)
+		mac := func(k []byte, msg string) []byte {
+			h := hmac.New(sha256.New, k)
+			h.Write([]byte(msg))
+			return h.Sum(nil)
+		}
+		clientKey := mac(salted, "Client Key")
+		stored := sha256.Sum256(clientKey)
+		wop := "c=biws,r=" + prefix + snonce
+		sig := mac(stored[:], c1bare+","+s1+","+wop)
+		proof := make([]byte, len(sig))
+		for i := range sig {
+			proof[i] = clientKey[i] ^ sig[i]
+		}
+		out, done, err := s.Next(context.Background(), []byte(wop+",p="+base64.StdEncoding.EncodeToString(proof)))
+		if err == nil && !done {
+			t.Fatal("not done")
+		}
+		if err == nil {
+			want := "v=" + base64.StdEncoding.EncodeToString(mac(mac(salted, "Server Key"), c1bare+","+s1+","+wop))
+			if string(out) != want {
+				t.Fatalf("server signature %q, want %q", out, want)
+			}
+		}
+		return s, out, err
+	}
+	if s, _, err := run("alice-pw", "b|_kY2S_J>5|;1IwFOc=HQ58ZSR.t5\\7"); err != nil || s.Principal() != "alice" {
+		t.Fatalf("librdkafka's repeated nonce: %v", err)
+	}
+	if _, _, err := run("alice-pw", ""); err != nil {
+		t.Fatalf("the standard nonce: %v", err)
+	}
+	if _, _, err := run("wrong", "b|_kY2S_J>5|;1IwFOc=HQ58ZSR.t5\\7"); err == nil {
+		t.Fatal("a wrong password with the repeated nonce was accepted")
+	}
+	if _, _, err := run("alice-pw", "other"); err == nil {
+		t.Fatal("a nonce with another prefix was accepted")
+	}
 }

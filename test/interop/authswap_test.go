@@ -1,0 +1,123 @@
+package interop
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"golang.org/x/crypto/bcrypt"
+	"sigs.k8s.io/yaml"
+
+	"github.com/strait-proxy/strait/authswap/sasl"
+	"github.com/strait-proxy/strait/internal/sasltest"
+)
+
+const (
+	interopAlicePw   = "alice-interop-pw-4c1b"
+	interopAliceUpPw = "alice-up-interop-pw-93fe"
+	interopWrongPw   = "not-alices-pw-2d7a"
+)
+
+// authswapStrait runs the strait binary with SASL termination (PLAIN,
+// SCRAM-SHA-256/512 for alice) in front of kfake with SASL and ACLs, where
+// alice is alice-up (SCRAM-SHA-512) upstream.
+func authswapStrait(t *testing.T, topics ...string) *proxy {
+	t.Helper()
+	acls := []kfake.ACL{
+		{Resource: kmsg.ACLResourceTypeTopic, Name: "authswap-", Pattern: kmsg.ACLResourcePatternTypePrefixed, Operation: kmsg.ACLOperationAll, Allow: true},
+		{Resource: kmsg.ACLResourceTypeGroup, Name: "interop", Pattern: kmsg.ACLResourcePatternTypePrefixed, Operation: kmsg.ACLOperationAll, Allow: true},
+	}
+	_, upstream := sasltest.Cluster(t, kfake.EnableACLs(), kfake.SeedTopics(3, topics...),
+		kfake.User("SCRAM-SHA-512", "alice-up", interopAliceUpPw, acls...))
+	dir := t.TempDir()
+	h, err := bcrypt.GenerateFromPassword([]byte(interopAlicePw), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := sasl.User{Plain: string(h)}
+	if u.ScramSHA256, err = sasl.NewScramCred("SCRAM-SHA-256", "alice", interopAlicePw, 4096); err != nil {
+		t.Fatal(err)
+	}
+	if u.ScramSHA512, err = sasl.NewScramCred("SCRAM-SHA-512", "alice", interopAlicePw, 4096); err != nil {
+		t.Fatal(err)
+	}
+	write := func(name string, v any) string {
+		b, err := yaml.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	users := write("users.yaml", map[string]any{"users": map[string]sasl.User{"alice": u}})
+	creds := write("upstream.yaml", map[string]any{"principals": map[string]any{
+		"alice": map[string]string{"username": "alice-up", "password": interopAliceUpPw}}})
+	cfg := write("strait.yaml", map[string]any{"interceptors": []any{map[string]any{
+		"name": "authswap",
+		"config": map[string]any{
+			"sasl":        map[string]any{"mechanisms": []string{"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"}, "users_file": users},
+			"credentials": map[string]any{"file": creds},
+			"upstream":    map[string]any{"mechanism": "SCRAM-SHA-512"},
+		},
+	}}})
+	p := startStrait(t, straitConfig{Upstream: upstream, Args: []string{"--config", cfg, "--log-level", "debug"}, NoDirect: true})
+	t.Cleanup(func() {
+		for _, s := range []string{interopAlicePw, interopAliceUpPw, interopWrongPw, sasltest.SuperPass} {
+			if strings.Contains(p.Output(), s) {
+				t.Errorf("secret %q in strait's output", s)
+			}
+		}
+	})
+	return p
+}
+
+// kcat (librdkafka 2.0.2) with SASL PLAIN and SCRAM through Strait.
+func TestAuthswapKcat(t *testing.T) {
+	need(t, "kcat")
+	p := authswapStrait(t, "authswap-kcat-PLAIN", "authswap-kcat-SCRAM-SHA-256", "authswap-kcat-SCRAM-SHA-512")
+	for _, mech := range []string{"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"} {
+		t.Run(mech, func(t *testing.T) {
+			args := append(append([]string(nil), p.KcatArgs...), "-X", "security.protocol=SASL_PLAINTEXT",
+				"-X", "sasl.mechanisms="+mech, "-X", "sasl.username=alice")
+			kcatRoundTrip(t, []string{"kcat"}, append(args, "-X", "sasl.password="+interopAlicePw), "authswap-kcat-"+mech, 30)
+			r := run(t, defaultTimeout, "", nil, "kcat", append(args, "-X", "sasl.password="+interopWrongPw, "-L", "-m", "10")...)
+			if r.Err == nil {
+				t.Fatalf("kcat with a wrong password listed metadata:\n%s", r.Stdout)
+			}
+			if !strings.Contains(r.Stderr, "Authentication failed") {
+				t.Errorf("kcat's error does not say authentication failed:\n%s", tail(r.Stderr, 2000))
+			}
+		})
+	}
+	p.assertThrough(t, "Produce", "Fetch")
+}
+
+// kafkajs 2.2.4 with SASL PLAIN and SCRAM through Strait (it needs the
+// mechanisms listed in the SaslHandshake answer, which kfake does not do).
+func TestAuthswapKafkaJS(t *testing.T) {
+	need(t, "kafkajs")
+	p := authswapStrait(t, "authswap-js-plain", "authswap-js-scram-sha-256", "authswap-js-scram-sha-512")
+	script := filepath.Join(interopDir, "js", "sasl_roundtrip.js")
+	for _, mech := range []string{"plain", "scram-sha-256", "scram-sha-512"} {
+		t.Run(mech, func(t *testing.T) {
+			env := []string{"SASL_MECHANISM=" + mech, "SASL_USERNAME=alice", "SASL_PASSWORD=" + interopAlicePw}
+			prefix, topic := "js-"+mech, "authswap-js-"+mech
+			r := mustRun(t, defaultTimeout, "", env, "node", script, p.Bootstrap, topic, "20", prefix, "interop-"+mech)
+			got := lines(r.Stdout)
+			if len(got) != 20 {
+				t.Fatalf("kafkajs consumed %d records, want 20\n%s", len(got), tail(r.Stderr, 2000))
+			}
+			bad := run(t, defaultTimeout, "", []string{"SASL_MECHANISM=" + mech, "SASL_USERNAME=alice", "SASL_PASSWORD=" + interopWrongPw},
+				"node", script, p.Bootstrap, topic, "1", "x", "interop-bad")
+			if bad.Err == nil || !strings.Contains(bad.Stderr, "SASL") {
+				t.Fatalf("kafkajs with a wrong password: %v\n%s", bad.Err, tail(bad.Stderr, 2000))
+			}
+		})
+	}
+}
