@@ -194,9 +194,13 @@ type Session struct {
 }
 
 // Next runs one step of the exchange: in is the client's token, out the
-// token to send back (nil when there is nothing to send). done is true once,
-// after the client's final token verified; Principal is then set. Any error
-// ends the session: later calls fail too.
+// token to send back. done is true once, after the client's final token
+// verified; Principal is then set, and out is nil: there is nothing to send.
+// Over SaslAuthenticate that is a response with empty auth bytes; after a v0
+// SaslHandshake (raw tokens) nothing at all must be written, not even an
+// empty size-prefixed frame: librdkafka reads no final token and takes the
+// next 4 bytes for a Kafka response size ("Invalid response size 0", seen
+// with kcat). Any error ends the session: later calls fail too.
 func (s *Session) Next(ctx context.Context, in []byte) (out []byte, done bool, err error) {
 	if err := ctx.Err(); err != nil {
 		return nil, false, err
