@@ -13,6 +13,7 @@ import (
 
 	"github.com/strait-proxy/strait/authswap/sasl"
 	"github.com/strait-proxy/strait/internal/sasltest"
+	"github.com/strait-proxy/strait/internal/testpki"
 )
 
 const (
@@ -25,6 +26,12 @@ const (
 // SCRAM-SHA-256/512 for alice) in front of kfake with SASL and ACLs, where
 // alice is alice-up (SCRAM-SHA-512) upstream.
 func authswapStrait(t *testing.T, topics ...string) *proxy {
+	return authswapStraitWith(t, nil, nil, topics...)
+}
+
+// authswapStraitWith replaces the authswap config (when cfg is set: users
+// and creds are the files' paths) and adds strait flags.
+func authswapStraitWith(t *testing.T, mk func(users, creds string) map[string]any, args []string, topics ...string) *proxy {
 	t.Helper()
 	acls := []kfake.ACL{
 		{Resource: kmsg.ACLResourceTypeTopic, Name: "authswap-", Pattern: kmsg.ACLResourcePatternTypePrefixed, Operation: kmsg.ACLOperationAll, Allow: true},
@@ -58,15 +65,16 @@ func authswapStrait(t *testing.T, topics ...string) *proxy {
 	users := write("users.yaml", map[string]any{"users": map[string]sasl.User{"alice": u}})
 	creds := write("upstream.yaml", map[string]any{"principals": map[string]any{
 		"alice": map[string]string{"username": "alice-up", "password": interopAliceUpPw}}})
-	cfg := write("strait.yaml", map[string]any{"interceptors": []any{map[string]any{
-		"name": "authswap",
-		"config": map[string]any{
-			"sasl":        map[string]any{"mechanisms": []string{"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"}, "users_file": users},
-			"credentials": map[string]any{"file": creds},
-			"upstream":    map[string]any{"mechanism": "SCRAM-SHA-512"},
-		},
-	}}})
-	p := startStrait(t, straitConfig{Upstream: upstream, Args: []string{"--config", cfg, "--log-level", "debug"}, NoDirect: true})
+	ac := map[string]any{
+		"sasl":        map[string]any{"mechanisms": []string{"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"}, "users_file": users},
+		"credentials": map[string]any{"file": creds},
+		"upstream":    map[string]any{"mechanism": "SCRAM-SHA-512"},
+	}
+	if mk != nil {
+		ac = mk(users, creds)
+	}
+	cfg := write("strait.yaml", map[string]any{"interceptors": []any{map[string]any{"name": "authswap", "config": ac}}})
+	p := startStrait(t, straitConfig{Upstream: upstream, Args: append([]string{"--config", cfg, "--log-level", "debug"}, args...), NoDirect: true})
 	t.Cleanup(func() {
 		for _, s := range []string{interopAlicePw, interopAliceUpPw, interopWrongPw, sasltest.SuperPass} {
 			if strings.Contains(p.Output(), s) {
@@ -120,4 +128,34 @@ func TestAuthswapKafkaJS(t *testing.T) {
 			}
 		})
 	}
+}
+
+// kcat with a client certificate: the principal is the certificate's CN,
+// mapped with Kafka's rules; upstream it is alice-up.
+func TestAuthswapKcatMTLS(t *testing.T) {
+	need(t, "kcat")
+	ca := testpki.New(t)
+	cert, key := ca.Leaf(t, "127.0.0.1")
+	p := authswapStraitWith(t, func(_, creds string) map[string]any {
+		return map[string]any{
+			"mtls":        map[string]any{"required": true, "principal_mapping_rules": `RULE:^CN=([a-zA-Z0-9.@-]+).*$/$1/L,DEFAULT`},
+			"credentials": map[string]any{"file": creds},
+			"upstream":    map[string]any{"mechanism": "SCRAM-SHA-512"},
+		}
+	}, []string{"--tls-cert", cert, "--tls-key", key, "--tls-client-ca", ca.CertFile}, "authswap-mtls")
+	tlsArgs := func(cn string) []string {
+		c, k := ca.Leaf(t, cn)
+		return append(append([]string(nil), p.KcatArgs...), "-X", "security.protocol=SSL", "-X", "ssl.ca.location="+ca.CertFile,
+			"-X", "ssl.certificate.location="+c, "-X", "ssl.key.location="+k)
+	}
+	kcatRoundTrip(t, []string{"kcat"}, tlsArgs("Alice"), "authswap-mtls", 30)
+	// CN=Mallory maps to mallory, who has no upstream credentials.
+	r := run(t, defaultTimeout, "", nil, "kcat", append(tlsArgs("Mallory"), "-L", "-m", "5")...)
+	if r.Err == nil {
+		t.Fatalf("kcat as CN=Mallory listed metadata:\n%s", r.Stdout)
+	}
+	if !strings.Contains(p.Output(), `"reason":"credentials"`) {
+		t.Error("Mallory's refusal is not in strait's log")
+	}
+	p.assertThrough(t, "Produce", "Fetch")
 }
