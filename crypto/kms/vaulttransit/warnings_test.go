@@ -60,13 +60,13 @@ func TestWarningsAndSecretFileModes(t *testing.T) {
 	v.Mount("", "approle", kmsdouble.KindAppRole)
 	v.AddAppRole("", "approle", "role-1", "secret-1")
 	sid := writeFile(t, "secret-id", "secret-1")
-	if err := os.Chmod(sid, 0o640); err != nil {
+	if err := os.Chmod(sid, 0o660); err != nil { // group-writable
 		t.Fatal(err)
 	}
 	cfg.Auth = AuthConfig{Method: AuthAppRole, RoleID: "role-1", SecretIDFile: sid}
 	p := newProvider(t, cfg) // AppRole logs in on the first call
 	_, err := p.GenerateDataKey(t.Context(), "strait")
 	if !errors.Is(err, kms.ErrInsecurePermissions) {
-		t.Errorf("group-readable secret_id file: %v, want ErrInsecurePermissions", err)
+		t.Errorf("group-writable secret_id file: %v, want ErrInsecurePermissions", err)
 	}
 }
