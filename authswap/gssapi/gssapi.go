@@ -3,7 +3,7 @@
 // context token (RFC 1964/4121, no SPNEGO) holding an AP-REQ; the acceptor
 // verifies it against a service keytab, answers with an AP-REP when the
 // client asks for mutual authentication (librdkafka through Cyrus SASL does,
-// franz-go and Java do not), then runs the RFC 4752 security-layer
+// franz-go does not), then runs the RFC 4752 security-layer
 // negotiation: one wrap token from the acceptor offering "no security layer",
 // one wrap token back from the client choosing it.
 //
@@ -29,7 +29,22 @@
 // here on its types.
 //
 // Only "no security layer" is offered: Kafka's SASL_PLAINTEXT and SASL_SSL
-// listeners never use a GSSAPI integrity or confidentiality layer.
+// listeners never use a GSSAPI integrity or confidentiality layer. An
+// authorization identity in the client's last token must equal the
+// authenticated principal (Cyrus and franz-go send none).
+//
+// Limits, by design or inherited from gokrb5:
+//   - The keytab is read once by NewAcceptor; after a key rotation, build a
+//     new Acceptor (tickets under the old key version fail to decrypt).
+//   - Tickets bound to client addresses are refused (the acceptor does not
+//     know the client address; MIT issues address-less tickets by default).
+//   - Clock skew tolerance is gokrb5's default, 5 minutes.
+//   - Replay detection is gokrb5's process-wide cache, cleaned by a
+//     goroutine that runs for the life of the process
+//     (github.com/jcmturner/gokrb5/v8/service.GetReplayCache.func1: goleak
+//     users must ignore it). Several Strait processes behind one service
+//     principal do not share it.
+//   - No user-to-user tickets, no SPNEGO, no delegation.
 package gssapi
 
 import (
