@@ -70,7 +70,7 @@ type strait struct {
 	logs *syncBuffer
 }
 
-func startStrait(t *testing.T, upstream []string, cfgAuth authswap.Config, mutate func(*config.Config)) *strait {
+func startStrait(t testing.TB, upstream []string, cfgAuth authswap.Config, mutate func(*config.Config)) *strait {
 	t.Helper()
 	logs := &syncBuffer{t: t}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
