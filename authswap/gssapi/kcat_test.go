@@ -86,6 +86,45 @@ func TestKcat(t *testing.T) {
 		})
 	}
 
+	// confluent-kafka-python (the same librdkafka, from Python).
+	t.Run("confluent-kafka-python", func(t *testing.T) {
+		py := "/usr/bin/python3" // Debian's, which sees python3-confluent-kafka
+		if _, err := os.Stat(py); err != nil {
+			krbtest.Need(t, "strait-missing-/usr/bin/python3")
+		}
+		if err := exec.Command(py, "-c", "import confluent_kafka").Run(); err != nil {
+			krbtest.Need(t, "strait-missing-python3-confluent-kafka")
+		}
+		srv := startBroker(t, acc, false)
+		script := `
+import sys
+from confluent_kafka.admin import AdminClient
+a = AdminClient({
+    "bootstrap.servers": sys.argv[1],
+    "security.protocol": "SASL_PLAINTEXT",
+    "sasl.mechanisms": "GSSAPI",
+    "sasl.kerberos.service.name": "kafka",
+    "sasl.kerberos.principal": "client@STRAIT.TEST",
+    "sasl.kerberos.keytab": sys.argv[2],
+})
+md = a.list_topics(timeout=30)
+print("brokers", sorted("%s:%d" % (b.host, b.port) for b in md.brokers.values()))
+`
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, py, "-c", script, "localhost:"+strconv.Itoa(srv.port), r.clientKeytab)
+		cmd.Env = append(os.Environ(), r.kdc.Env()...)
+		out, err := cmd.CombinedOutput()
+		conns := srv.stop()
+		authed := false
+		for _, c := range conns {
+			authed = authed || (c.principal == wantPrincipal && c.metadata && countPrefix(c.steps, "SaslAuthenticate") == 3)
+		}
+		if err != nil || !authed || !strings.Contains(string(out), "localhost:"+strconv.Itoa(srv.port)) {
+			t.Fatalf("confluent-kafka-python: %v, connections %+v\n%s", err, conns, lastLines(string(out), 30))
+		}
+	})
+
 	// The service key changes after the acceptor's keytab was exported:
 	// kcat's new tickets no longer decrypt, every connection is refused,
 	// none authenticates, kcat fails.
