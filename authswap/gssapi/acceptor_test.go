@@ -4,13 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jcmturner/gokrb5/v8/keytab"
 	"github.com/twmb/franz-go/pkg/sasl/kerberos"
+
+	"github.com/strait-proxy/strait/internal/secfile"
 )
 
 const wantPrincipal = "client@STRAIT.TEST"
@@ -350,13 +351,20 @@ func TestNewAcceptor(t *testing.T) {
 
 	cases := []struct {
 		name, path, spn, wantErr, wantSPN string
+		insecure                          bool // error wraps secfile.ErrInsecure
 	}{
 		{name: "ok with realm", path: good, spn: "kafka/localhost@STRAIT.TEST", wantSPN: "kafka/localhost@STRAIT.TEST"},
 		{name: "ok other realm", path: good, spn: "kafka/localhost@OTHER.TEST", wantSPN: "kafka/localhost@OTHER.TEST"},
 		{name: "read-only owner", path: writeFile(t, "ro.keytab", raw, 0o400), spn: "kafka/localhost@STRAIT.TEST", wantSPN: "kafka/localhost@STRAIT.TEST"},
 		{name: "realm ambiguous", path: good, spn: "kafka/localhost", wantErr: "several realms"},
-		{name: "group readable", path: writeFile(t, "g.keytab", raw, 0o640), spn: "kafka/localhost@STRAIT.TEST", wantErr: "mode 0640"},
-		{name: "world readable", path: writeFile(t, "w.keytab", raw, 0o604), spn: "kafka/localhost@STRAIT.TEST", wantErr: "mode 0604"},
+		// Strait's secret-file rule (internal/secfile): group read is
+		// fine (a Kubernetes Secret through fsGroup is 0440), group write
+		// and any access for others are not.
+		{name: "kubernetes secret 0440", path: writeFile(t, "k8s.keytab", raw, 0o440), spn: "kafka/localhost@STRAIT.TEST", wantSPN: "kafka/localhost@STRAIT.TEST"},
+		{name: "group readable 0640", path: writeFile(t, "g.keytab", raw, 0o640), spn: "kafka/localhost@STRAIT.TEST", wantSPN: "kafka/localhost@STRAIT.TEST"},
+		{name: "group writable", path: writeFile(t, "gw.keytab", raw, 0o660), spn: "kafka/localhost@STRAIT.TEST", wantErr: "mode 0660", insecure: true},
+		{name: "world readable", path: writeFile(t, "w.keytab", raw, 0o604), spn: "kafka/localhost@STRAIT.TEST", wantErr: "mode 0604", insecure: true},
+		{name: "world everything", path: writeFile(t, "ww.keytab", raw, 0o666), spn: "kafka/localhost@STRAIT.TEST", wantErr: "mode 0666", insecure: true},
 		{name: "missing", path: good + ".nope", spn: "kafka/localhost", wantErr: "no such file"},
 		{name: "directory", path: t.TempDir(), spn: "kafka/localhost", wantErr: "not a regular file"},
 		{name: "not a keytab", path: writeFile(t, "junk.keytab", []byte("\x05\x02junkjunkjunk"), 0o600), spn: "kafka/localhost", wantErr: "keytab"},
@@ -382,9 +390,9 @@ func TestNewAcceptor(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), c.wantErr) {
 				t.Fatalf("err %v, want one saying %q", err, c.wantErr)
 			}
+			if errors.Is(err, secfile.ErrInsecure) != c.insecure {
+				t.Fatalf("err %v: wraps secfile.ErrInsecure %v, want %v", err, !c.insecure, c.insecure)
+			}
 		})
-	}
-	if os.Getuid() == 0 {
-		t.Log("running as root: file modes are checked, not enforced by the kernel")
 	}
 }

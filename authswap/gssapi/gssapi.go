@@ -56,7 +56,6 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
-	"os"
 	"strings"
 	"time"
 
@@ -74,6 +73,8 @@ import (
 	"github.com/jcmturner/gokrb5/v8/service"
 	"github.com/jcmturner/gokrb5/v8/spnego"
 	"github.com/jcmturner/gokrb5/v8/types"
+
+	"github.com/strait-proxy/strait/internal/secfile"
 )
 
 // ErrAuthentication is wrapped by every error Next returns because of what
@@ -110,6 +111,9 @@ const (
 // large authorization data (Active Directory PACs) stay well below it.
 const maxToken = 64 << 10
 
+// maxKeytab bounds the keytab file size: a keytab is small.
+const maxKeytab = 1 << 20
+
 // Acceptor verifies Kerberos tickets for one service principal. It is safe
 // for concurrent use; each authentication gets its own Session.
 type Acceptor struct {
@@ -120,7 +124,10 @@ type Acceptor struct {
 
 // NewAcceptor loads keytabPath and accepts tickets for servicePrincipal
 // ("kafka/broker.example.com", optionally "@REALM"). The keytab must hold a
-// key for that principal and must not be readable by group or others.
+// key for that principal and follow Strait's secret-file rule
+// (internal/secfile): no access for others, no write for the group (0600,
+// 0400, or 0440 for a Kubernetes Secret); otherwise the error wraps
+// secfile.ErrInsecure.
 func NewAcceptor(keytabPath, servicePrincipal string) (*Acceptor, error) {
 	name, realm, _ := strings.Cut(servicePrincipal, "@")
 	if name == "" || strings.HasPrefix(name, "/") || strings.HasSuffix(name, "/") || strings.Contains(name, "//") {
@@ -129,17 +136,10 @@ func NewAcceptor(keytabPath, servicePrincipal string) (*Acceptor, error) {
 	if strings.Contains(servicePrincipal, "@") && realm == "" {
 		return nil, fmt.Errorf("gssapi: service principal %q: empty realm", servicePrincipal)
 	}
-	st, err := os.Stat(keytabPath)
-	if err != nil {
-		return nil, fmt.Errorf("gssapi: keytab: %w", err)
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("gssapi: keytab %s is not a regular file", keytabPath)
-	}
-	if st.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("gssapi: keytab %s has mode %04o: it must not be readable or writable by group or others (chmod 600)", keytabPath, st.Mode().Perm())
-	}
-	raw, err := os.ReadFile(keytabPath)
+	// Strait's one rule for secret files (internal/secfile, docs/security.md):
+	// no access for others, no write for the group; 0440 is allowed for a
+	// Kubernetes Secret read through fsGroup.
+	raw, err := secfile.Read(keytabPath, maxKeytab)
 	if err != nil {
 		return nil, fmt.Errorf("gssapi: keytab: %w", err)
 	}
