@@ -120,3 +120,13 @@ func BenchmarkPrincipalTopicDrop(b *testing.B) {
 default decision := {"drop": true}
 `), "bob", 1000)
 }
+
+// BenchmarkPerRecordValueFieldNoCache: the demo policy with per_record:
+// true, so every record is evaluated by OPA (what a value field with a
+// distinct value per record costs).
+func BenchmarkPerRecordValueFieldNoCache(b *testing.B) {
+	cfg := demoConfig(b)
+	yes := true
+	cfg.PerRecord = &yes
+	runFetch(b, cfg, "us-financial", 200)
+}
