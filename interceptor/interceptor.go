@@ -49,8 +49,10 @@ func (p Principal) String() string {
 
 // TokenHandler takes one unframed SASL token (SaslHandshake v0 semantics:
 // after the handshake, the client sends size-prefixed raw tokens, not Kafka
-// requests) and returns the token to send back. done ends raw mode: the
-// next frame is a Kafka request again. An error closes the connection.
+// requests) and returns the token to send back, size-prefixed: a nil reply
+// sends nothing (GSSAPI's last step: librdkafka reads no final token), an
+// empty one an empty token (PLAIN, as a broker answers). done ends raw mode:
+// the next frame is a Kafka request again. An error closes the connection.
 type TokenHandler func(ctx context.Context, c *Conn, token []byte) (reply []byte, done bool, err error)
 
 // Conn is what an interceptor knows about one client connection. The proxy

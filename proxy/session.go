@@ -511,6 +511,9 @@ func (ss *session) rawToken(ctx context.Context, th interceptor.TokenHandler, to
 	if done {
 		ss.ic.ExpectRawTokens(nil)
 	}
+	if reply == nil {
+		return true // nothing to send (GSSAPI's last step), as a broker
+	}
 	local := binary.BigEndian.AppendUint32(make([]byte, 0, 4+len(reply)), uint32(len(reply)))
 	return ss.enqueue(pending{key: keySaslHandshake, local: append(local, reply...), start: time.Now()})
 }
