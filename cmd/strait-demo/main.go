@@ -41,7 +41,7 @@ func run() error {
 	defer cancel()
 
 	step("1. An embedded Kafka-protocol cluster: 3 brokers (franz-go kfake)")
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.SeedTopics(3, "orders", "customers"))
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(3), kfake.SeedTopics(3, "orders", "customers", "orders-pii"))
 	if err != nil {
 		return err
 	}
@@ -93,7 +93,10 @@ func run() error {
 	}
 	fmt.Println("   every byte went through Strait; the client never learned a real broker address")
 
-	return encryption(ctx, cluster)
+	if err := encryption(ctx, cluster); err != nil {
+		return err
+	}
+	return policyAct(ctx, cluster)
 }
 
 // encryption is the second act: a producer-side Strait seals two fields of
