@@ -109,6 +109,13 @@ func New(cfg Config, env Env) (*interceptor.Interceptor, error) {
 				if users != nil {
 					m = sasl.NewPlain(users)
 				}
+			case sasl.OAUTHBEARER:
+				o := s.OAuthBearer
+				var err error
+				if m, err = sasl.NewOAuthBearer(sasl.OAuthConfig{JWKSFile: o.JWKSFile, Issuer: o.Issuer, Audience: o.Audience,
+					PrincipalClaim: o.PrincipalClaim, ClockSkew: o.ClockSkew.D()}, func(err error) { log.Error("JWKS reload failed", "err", err) }); err != nil {
+					errs = append(errs, "sasl.oauthbearer: "+err.Error())
+				}
 			case "GSSAPI":
 				var err error
 				if m, err = newGSSAPI(*s.GSSAPI); err != nil {

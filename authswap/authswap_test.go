@@ -310,6 +310,8 @@ func TestConfigErrors(t *testing.T) {
 		{`{sasl: {mechanisms: [DIGEST-MD5], users_file: f}}`, `sasl.mechanisms[0]: unknown "DIGEST-MD5"`},
 		{`{sasl: {mechanisms: [PLAIN]}}`, "sasl.users_file: required"},
 		{`{sasl: {mechanisms: [GSSAPI]}}`, "sasl.gssapi: set it exactly when GSSAPI"},
+		{`{sasl: {mechanisms: [OAUTHBEARER]}}`, "sasl.oauthbearer: set it exactly when OAUTHBEARER"},
+		{`{sasl: {mechanisms: [OAUTHBEARER], oauthbearer: {jwks_file: j}}}`, "sasl.oauthbearer.issuer: required"},
 		{`{credentials: {}}`, "credentials: exactly one of file, vault"},
 		{`{credentials: {file: f, vault: {}}}`, "credentials: exactly one of file, vault"},
 		{`{credentials: {vault: {path: fixed}}}`, "credentials.vault.path: must contain {principal}"},

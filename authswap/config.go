@@ -51,7 +51,8 @@ type MTLSConfig struct {
 
 // SASLConfig is downstream SASL termination.
 type SASLConfig struct {
-	// Mechanisms offered: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, GSSAPI.
+	// Mechanisms offered: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, GSSAPI,
+	// OAUTHBEARER.
 	Mechanisms []string `json:"mechanisms"`
 	// UsersFile holds bcrypt hashes and SCRAM salted credentials
 	// (sasl.Users); mode-checked, re-read on change. Required for PLAIN
@@ -59,6 +60,9 @@ type SASLConfig struct {
 	UsersFile string `json:"users_file,omitempty"`
 	// GSSAPI configures Kerberos (required when GSSAPI is offered).
 	GSSAPI *GSSAPIConfig `json:"gssapi,omitempty"`
+	// OAuthBearer configures JWT checking (required when OAUTHBEARER is
+	// offered).
+	OAuthBearer *OAuthBearerConfig `json:"oauthbearer,omitempty"`
 	// SessionLifetime, when set, is sent as KIP-368 session_lifetime_ms in
 	// SaslAuthenticate v1+ so that clients re-authenticate that often.
 	SessionLifetime config.Duration `json:"session_lifetime,omitempty"`
@@ -74,6 +78,20 @@ type GSSAPIConfig struct {
 	// StripRealm names the principal "client" instead of
 	// "client@EXAMPLE.COM" (the realm stays in Attrs["realm"]).
 	StripRealm bool `json:"strip_realm,omitempty"`
+}
+
+// OAuthBearerConfig checks OAUTHBEARER tokens as JWTs.
+type OAuthBearerConfig struct {
+	// JWKSFile holds the identity provider's public keys (a JSON Web Key
+	// Set), re-read on change.
+	JWKSFile string `json:"jwks_file"`
+	// Issuer (iss, exactly) and Audience (one of aud) tokens must carry.
+	Issuer   string `json:"issuer"`
+	Audience string `json:"audience"`
+	// PrincipalClaim names the principal (default "sub").
+	PrincipalClaim string `json:"principal_claim,omitempty"`
+	// ClockSkew tolerated on exp, nbf, iat (default 30s).
+	ClockSkew config.Duration `json:"clock_skew,omitempty"`
 }
 
 // CredentialsConfig names the store of upstream credentials: exactly one
@@ -98,7 +116,7 @@ type UpstreamConfig struct {
 }
 
 var (
-	downstreamMechs = []string{"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI"}
+	downstreamMechs = []string{"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "OAUTHBEARER"}
 	upstreamMechs   = []string{"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"}
 	sources         = []string{"subject", "san_dns", "san_uri", "san_email"}
 )
@@ -141,6 +159,20 @@ func (c *Config) Validate() error {
 		}
 		if seen["GSSAPI"] != (s.GSSAPI != nil) {
 			add("sasl.gssapi: set it exactly when GSSAPI is among the mechanisms")
+		}
+		if seen["OAUTHBEARER"] != (s.OAuthBearer != nil) {
+			add("sasl.oauthbearer: set it exactly when OAUTHBEARER is among the mechanisms")
+		}
+		if o := s.OAuthBearer; o != nil {
+			if o.JWKSFile == "" {
+				add("sasl.oauthbearer.jwks_file: required")
+			}
+			if o.Issuer == "" {
+				add("sasl.oauthbearer.issuer: required")
+			}
+			if o.Audience == "" {
+				add("sasl.oauthbearer.audience: required")
+			}
 		}
 		if g := s.GSSAPI; g != nil {
 			if g.KeytabFile == "" {

@@ -35,6 +35,7 @@ func checkMode(path string, st os.FileInfo) error {
 // time changes. A change that fails to load keeps the previous contents and
 // is reported once through OnError.
 type Watched[T any] struct {
+	public  bool // no mode check (CRLs, JWKS)
 	path    string
 	parse   func([]byte) (T, error)
 	onError func(error)
@@ -46,15 +47,24 @@ type Watched[T any] struct {
 	badSeen time.Time // mtime of the last version that failed, reported once
 }
 
+// WatchPublic is Watch for files that hold no secret (a JWKS): no mode check.
+func WatchPublic[T any](path string, parse func([]byte) (T, error), onError func(error)) (*Watched[T], error) {
+	return watch(path, parse, onError, true)
+}
+
 // Watch loads path now (an error is returned, nothing is kept) and returns
 // a Watched that reloads it on change.
 func Watch[T any](path string, parse func([]byte) (T, error), onError func(error)) (*Watched[T], error) {
-	w := &Watched[T]{path: path, parse: parse, onError: onError}
+	return watch(path, parse, onError, false)
+}
+
+func watch[T any](path string, parse func([]byte) (T, error), onError func(error), public bool) (*Watched[T], error) {
+	w := &Watched[T]{path: path, parse: parse, onError: onError, public: public}
 	st, err := os.Stat(path)
 	if err != nil {
 		return nil, err
 	}
-	b, err := Read(path)
+	b, err := w.read()
 	if err != nil {
 		return nil, err
 	}
@@ -78,7 +88,7 @@ func (w *Watched[T]) Get() T {
 	if st.ModTime().Equal(w.badSeen) {
 		return w.val
 	}
-	b, err := Read(w.path)
+	b, err := w.read()
 	var v T
 	if err == nil {
 		v, err = w.parse(b)
@@ -95,4 +105,11 @@ func (w *Watched[T]) Get() T {
 	}
 	w.val, w.mtime, w.size = v, st.ModTime(), st.Size()
 	return w.val
+}
+
+func (w *Watched[T]) read() ([]byte, error) {
+	if w.public {
+		return os.ReadFile(w.path)
+	}
+	return Read(w.path)
 }
