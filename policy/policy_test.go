@@ -324,3 +324,41 @@ func fixCRC(b []byte) {
 	c := crcOf(b[21:])
 	b[17], b[18], b[19], b[20] = byte(c>>24), byte(c>>16), byte(c>>8), byte(c)
 }
+
+// TestUnknownTopicID: a Fetch v13+ partition whose topic id cannot be
+// resolved fails closed with UNKNOWN_TOPIC_ID (retriable), records
+// withheld; a known id is decided as usual.
+func TestUnknownTopicID(t *testing.T) {
+	p, _ := newPolicy(t, demoConfig(t))
+	ic := p.Interceptor()
+	known := [16]byte{1, 2, 3}
+	mr := kmsg.NewPtrMetadataResponse()
+	mt := kmsg.NewMetadataResponseTopic()
+	mt.Topic, mt.TopicID = kmsg.StringPtr("orders"), known
+	mr.Topics = append(mr.Topics, mt)
+	p.topics.Learn(mr)
+	resp := kmsg.NewPtrFetchResponse()
+	resp.Version = 13
+	for _, id := range [][16]byte{{9, 9, 9}, known} {
+		tp := kmsg.NewFetchResponseTopic()
+		tp.TopicID = id
+		pt := kmsg.NewFetchResponseTopicPartition()
+		pt.RecordBatches = batch(0, -1, false, rec("k", usaOrder))
+		tp.Partitions = append(tp.Partitions, pt)
+		resp.Topics = append(resp.Topics, tp)
+	}
+	conn := &interceptor.Conn{Listener: "bootstrap"}
+	conn.SetPrincipal(interceptor.Principal{Name: "full-pii"})
+	x := &interceptor.Exchange{Conn: conn, Key: 1, Version: 13, Response: resp}
+	if err := ic.Hooks[0].Response(t.Context(), x); err != nil {
+		t.Fatal(err)
+	}
+	defer x.Done()
+	unknown, ok := resp.Topics[0].Partitions[0], resp.Topics[1].Partitions[0]
+	if unknown.ErrorCode != 100 || unknown.RecordBatches != nil || !x.ResponseModified() {
+		t.Fatalf("unknown id: code %d, %d bytes", unknown.ErrorCode, len(unknown.RecordBatches))
+	}
+	if got, _ := decode(t, ok.RecordBatches); ok.ErrorCode != 0 || len(got) != 1 || got[0].Value != usaOrder {
+		t.Fatalf("known id: %d %v", ok.ErrorCode, got)
+	}
+}
