@@ -3,6 +3,7 @@ package interop
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -12,6 +13,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/strait-proxy/strait/authswap/sasl"
+	"github.com/strait-proxy/strait/internal/krbtest"
 	"github.com/strait-proxy/strait/internal/sasltest"
 	"github.com/strait-proxy/strait/internal/testpki"
 )
@@ -64,7 +66,8 @@ func authswapStraitWith(t *testing.T, mk func(users, creds string) map[string]an
 	}
 	users := write("users.yaml", map[string]any{"users": map[string]sasl.User{"alice": u}})
 	creds := write("upstream.yaml", map[string]any{"principals": map[string]any{
-		"alice": map[string]string{"username": "alice-up", "password": interopAliceUpPw}}})
+		"alice":  map[string]string{"username": "alice-up", "password": interopAliceUpPw},
+		"client": map[string]string{"username": "alice-up", "password": interopAliceUpPw}}})
 	ac := map[string]any{
 		"sasl":        map[string]any{"mechanisms": []string{"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"}, "users_file": users},
 		"credentials": map[string]any{"file": creds},
@@ -158,4 +161,57 @@ func TestAuthswapKcatMTLS(t *testing.T) {
 		t.Error("Mallory's refusal is not in strait's log")
 	}
 	p.assertThrough(t, "Produce", "Fetch")
+}
+
+// kcat and confluent-kafka-python (librdkafka, Cyrus SASL, MIT krb5, mutual
+// authentication) with Kerberos through Strait, against a real MIT KDC;
+// upstream the principal is alice-up.
+func TestAuthswapKerberosLibrdkafka(t *testing.T) {
+	need(t, "kcat")
+	kdc := krbtest.Start(t)
+	kdc.AddPrincipal(t, "kafka/localhost")
+	kdc.AddPrincipal(t, "client")
+	svc := kdc.Keytab(t, "kafka.keytab", "kafka/localhost")
+	clientKT := kdc.Keytab(t, "client.keytab", "client")
+	p := authswapStraitWith(t, func(_, creds string) map[string]any {
+		return map[string]any{
+			"sasl": map[string]any{"mechanisms": []string{"GSSAPI"},
+				"gssapi": map[string]any{"keytab_file": svc, "service_principal": "kafka/localhost", "strip_realm": true}},
+			"credentials": map[string]any{"file": creds},
+			"upstream":    map[string]any{"mechanism": "SCRAM-SHA-512"},
+		}
+	}, []string{"--advertise-host", "localhost"}, "authswap-krb")
+	bootstrap := "localhost:" + p.Bootstrap[strings.LastIndexByte(p.Bootstrap, ':')+1:]
+	args := []string{"-b", bootstrap, "-X", "security.protocol=SASL_PLAINTEXT", "-X", "sasl.mechanisms=GSSAPI",
+		"-X", "sasl.kerberos.service.name=kafka", "-X", "sasl.kerberos.principal=client@" + krbtest.Realm,
+		"-X", "sasl.kerberos.keytab=" + clientKT}
+	env := kdc.Env()
+	recs := records("krb", 10)
+	var in strings.Builder
+	for i, r := range recs {
+		in.WriteString("k" + strconv.Itoa(i) + ":" + r + "\n")
+	}
+	mustRun(t, defaultTimeout, in.String(), env, "kcat", append(args, "-P", "-t", "authswap-krb", "-K", ":", "-X", "acks=all", "-X", "message.timeout.ms=30000")...)
+	r := mustRun(t, defaultTimeout, "", env, "kcat", append(args, "-C", "-t", "authswap-krb", "-o", "beginning", "-e", "-q", "-f", `%s\n`)...)
+	sameSet(t, "kcat GSSAPI round trip", recs, lines(r.Stdout))
+	if !strings.Contains(p.Output(), `"principal":"client","mechanism":"GSSAPI"`) {
+		t.Error("no GSSAPI authentication of principal client in strait's log")
+	}
+
+	t.Run("confluent-kafka-python", func(t *testing.T) {
+		need(t, "confluent_kafka")
+		script := `
+import sys
+from confluent_kafka.admin import AdminClient
+a = AdminClient({"bootstrap.servers": sys.argv[1], "security.protocol": "SASL_PLAINTEXT",
+    "sasl.mechanisms": "GSSAPI", "sasl.kerberos.service.name": "kafka",
+    "sasl.kerberos.principal": "client@STRAIT.TEST", "sasl.kerberos.keytab": sys.argv[2]})
+md = a.list_topics(timeout=30)
+print("topics", sorted(md.topics))
+`
+		r := mustRun(t, defaultTimeout, "", env, pythonBin, "-c", script, bootstrap, clientKT)
+		if !strings.Contains(r.Stdout, "authswap-krb") {
+			t.Fatalf("confluent-kafka-python listed %q", r.Stdout)
+		}
+	})
 }
