@@ -239,6 +239,33 @@ type Rewriter struct {
 	// leave it off on the Fetch path, where a response legitimately ends
 	// with a partial batch.
 	Strict bool
+
+	// SplitBytes, when set, is the most bytes one batch may take on the
+	// wire (a broker's max.message.bytes). A rebuilt batch that might
+	// exceed it is written as several consecutive batches instead, each
+	// within it: records in order, offset deltas renumbered from 0 in each,
+	// base sequence advanced by the records before it (wrapping as Kafka's
+	// sequences do), producer id, epoch, attributes, first timestamp and
+	// every record's timestamp kept. See [SplitBound] for how "might
+	// exceed" is judged: from the records' uncompressed size, so the same
+	// input always splits at the same records, which an idempotent
+	// producer's retry needs (the broker deduplicates by sequence range).
+	// A single record that cannot fit alone is ErrTooLarge.
+	SplitBytes int
+}
+
+// SplitBound is the most bytes a batch whose records section takes n bytes
+// uncompressed can take on the wire with codec attrs: exactly the header
+// plus n uncompressed, and for compressed batches n plus what a codec adds
+// to incompressible input (stored blocks, frame headers: far less than
+// n/512 + 512 for every codec here). Encrypted records do not compress, so
+// the bound is close to what is sent; a batch whose plaintext parts
+// compress well is split earlier than it had to be, never later.
+func SplitBound(attrs int16, n int) int {
+	if attrs&attrCompression == codecNone {
+		return batchHeaderLen + n
+	}
+	return batchHeaderLen + n + n/512 + 512
 }
 
 var defaultRewriter Rewriter
@@ -270,9 +297,12 @@ func (rw *Rewriter) Rewrite(dst, batches []byte, fn func(r *Record) (changed boo
 	st := getState()
 	defer st.release()
 	st.in, st.dst, st.limit = batches, dst, rw.limit()
-	st.maxBatch, st.minGrowth = rw.maxBatch(), 0
+	st.maxBatch, st.minGrowth, st.split = rw.maxBatch(), 0, 0
 	if rw != nil && rw.MinGrowth > 0 {
 		st.minGrowth = rw.MinGrowth
+	}
+	if rw != nil && rw.SplitBytes > 0 {
+		st.split = rw.SplitBytes
 	}
 
 	for pos := 0; pos < len(batches); {
@@ -371,6 +401,9 @@ type state struct {
 	limit        int
 	maxBatch     int   // bound on a rebuilt records section
 	minGrowth    int   // Rewriter.MinGrowth, 0 outside Rewrite
+	split        int   // Rewriter.SplitBytes, 0 outside Rewrite
+	ends         []int // split: end of each record in the rebuilt body
+	part         []byte
 	prevDelta    int64 // offset delta of the previous record of the batch
 
 	hdr  kmsg.RecordBatch
@@ -390,7 +423,12 @@ func getState() *state { return states.Get().(*state) }
 
 func (st *state) release() {
 	st.in, st.dst, st.out, st.started = nil, nil, nil, false
-	st.minGrowth = 0
+	st.minGrowth, st.split = 0, 0
+	st.ends = st.ends[:0]
+	if cap(st.part) > maxPooledBuffer {
+		st.part = nil
+	}
+	st.part = st.part[:0]
 	st.hdr.Records = nil
 	st.kr = kmsg.Record{}
 	st.rec = Record{}
@@ -529,11 +567,15 @@ func (st *state) rewriteBatch(pos int, raw []byte, fn func(*Record) (bool, error
 		return nil
 	}
 	codec := st.hdr.Attributes & attrCompression
+	// inBody: the rebuilt records go to st.body (compressed batches, and
+	// every batch that may be split), else straight to st.out.
+	inBody := codec != codecNone || st.split > 0
 	var (
 		rebuilt    bool
 		batchStart int
 		p          int
 	)
+	st.ends = st.ends[:0]
 	for i := int32(0); i < st.hdr.NumRecords; i++ {
 		if p >= len(body) {
 			return &BatchError{Pos: pos, BaseOffset: st.hdr.FirstOffset, Err: corrupt("%d records declared, %d found", st.hdr.NumRecords, i)}
@@ -554,30 +596,39 @@ func (st *state) rewriteBatch(pos int, raw []byte, fn func(*Record) (bool, error
 				h := st.hdr
 				h.Records = nil
 				st.out = h.AppendTo(st.out)
-				if codec == codecNone {
-					st.out = append(st.out, body[:p]...)
-				} else {
+				if inBody {
 					st.body = append(st.body[:0], body[:p]...)
+				} else {
+					st.out = append(st.out, body[:p]...)
 				}
 			}
-			if codec == codecNone {
-				st.out, err = appendRecord(st.out, &st.rec)
-			} else {
+			if inBody {
 				st.body, err = appendRecord(st.body, &st.rec)
+			} else {
+				st.out, err = appendRecord(st.out, &st.rec)
 			}
 			if err != nil {
 				return err
 			}
 		} else if rebuilt {
-			if codec == codecNone {
-				st.out = append(st.out, body[p:end]...)
-			} else {
+			if inBody {
 				st.body = append(st.body, body[p:end]...)
+			} else {
+				st.out = append(st.out, body[p:end]...)
 			}
+		}
+		if st.split > 0 {
+			// Until the first change the rebuilt body is the input, so
+			// positions agree.
+			e := end
+			if rebuilt {
+				e = len(st.body)
+			}
+			st.ends = append(st.ends, e)
 		}
 		if rebuilt {
 			size := len(st.body)
-			if codec == codecNone {
+			if !inBody {
 				size = len(st.out) - batchStart - batchHeaderLen
 			}
 			if size > st.maxBatch {
@@ -598,20 +649,133 @@ func (st *state) rewriteBatch(pos int, raw []byte, fn func(*Record) (bool, error
 		st.copyRaw(raw)
 		return nil
 	}
-	if codec != codecNone {
+	if st.split > 0 && SplitBound(st.hdr.Attributes, len(st.body)) > st.split {
+		st.out = st.out[:batchStart]
+		return st.appendSplit(pos)
+	}
+	switch {
+	case codec != codecNone:
 		st.out, err = compress(st.out, st.body, codec, isXerial(st.hdr.Records))
 		if err != nil {
 			return &BatchError{Pos: pos, BaseOffset: st.hdr.FirstOffset, Err: fmt.Errorf("records: %s compression: %w", Codec(st.hdr.Attributes), err)}
 		}
+	case inBody:
+		st.out = append(st.out, st.body...)
 	}
+	return st.finishBatch(pos, batchStart)
+}
+
+// finishBatch sets the length and CRC of the batch at st.out[batchStart:]
+// and checks it against the split limit.
+func (st *state) finishBatch(pos, batchStart int) error {
 	length := len(st.out) - batchStart - 12
 	if length > math.MaxInt32 {
 		return &BatchError{Pos: pos, BaseOffset: st.hdr.FirstOffset, Err: ErrTooLarge}
+	}
+	if st.split > 0 && length+12 > st.split {
+		// SplitBound promised otherwise: refuse rather than send a batch
+		// the broker would refuse.
+		return &BatchError{Pos: pos, BaseOffset: st.hdr.FirstOffset, Err: fmt.Errorf("%w: rebuilt batch of %d bytes exceeds the %d byte limit", ErrTooLarge, length+12, st.split)}
 	}
 	b := st.out[batchStart:]
 	binary.BigEndian.PutUint32(b[offLength:], uint32(length))
 	binary.BigEndian.PutUint32(b[offCRC:], crc32.Checksum(b[offAttributes:], crcTable))
 	return nil
+}
+
+// appendSplit writes the rebuilt records in st.body (record ends in
+// st.ends) as consecutive batches, each within st.split by SplitBound,
+// cutting greedily: the first batch takes as many records as fit, and so on.
+func (st *state) appendSplit(pos int) error {
+	for start := 0; start < len(st.ends); {
+		from := 0
+		if start > 0 {
+			from = st.ends[start-1]
+		}
+		end := start
+		for end < len(st.ends) && SplitBound(st.hdr.Attributes, st.ends[end]-from) <= st.split {
+			end++
+		}
+		if end == start {
+			return &BatchError{Pos: pos, BaseOffset: st.hdr.FirstOffset, Err: fmt.Errorf("%w: a record of %d bytes cannot fit a batch of %d bytes even alone", ErrTooLarge, st.ends[start]-from, st.split)}
+		}
+		if err := st.appendPart(pos, st.body[from:st.ends[end-1]], int32(end-start)); err != nil {
+			return err
+		}
+		start = end
+	}
+	return nil
+}
+
+// appendPart appends one batch of the n records in recs (encoded, from a
+// rebuilt body): offset deltas renumbered from the first record's, which
+// also advances the base sequence.
+func (st *state) appendPart(pos int, recs []byte, n int32) error {
+	codec := st.hdr.Attributes & attrCompression
+	dst := st.part[:0]
+	var base, last int32
+	var maxTS int64
+	kr := &st.kr
+	for i, p := int32(0), 0; i < n; i++ {
+		l, ln := binary.Varint(recs[p:])
+		end := p + ln + int(l)
+		kr.Headers = st.hdrs[:0]
+		if err := kr.UnsafeReadFrom(recs[p:end]); err != nil {
+			return &BatchError{Pos: pos, BaseOffset: st.hdr.FirstOffset, Err: corrupt("rebuilt record: %v", err)}
+		}
+		st.hdrs = kr.Headers[:0]
+		if i == 0 {
+			base = kr.OffsetDelta
+		}
+		last = kr.OffsetDelta - base
+		kr.OffsetDelta = last
+		if i == 0 || kr.TimestampDelta64 > maxTS {
+			maxTS = kr.TimestampDelta64
+		}
+		kr.Length = int32(recordBodyLen(kr))
+		dst = kr.AppendTo(dst)
+		p = end
+	}
+	st.part = dst
+	batchStart := len(st.out)
+	h := st.partHeader(base, last, n, maxTS)
+	st.out = h.AppendTo(st.out)
+	if codec == codecNone {
+		st.out = append(st.out, st.part...)
+	} else {
+		var err error
+		st.out, err = compress(st.out, st.part, codec, isXerial(st.hdr.Records))
+		if err != nil {
+			return &BatchError{Pos: pos, BaseOffset: st.hdr.FirstOffset, Err: fmt.Errorf("records: %s compression: %w", Codec(st.hdr.Attributes), err)}
+		}
+	}
+	return st.finishBatch(pos, batchStart)
+}
+
+// partHeader is the header of one batch of a split: st.hdr's, with the
+// record count, last offset delta, base sequence and max timestamp of the
+// records it holds.
+func (st *state) partHeader(base, last, n int32, maxTS int64) kmsg.RecordBatch {
+	h := st.hdr
+	h.Records = nil
+	h.NumRecords = n
+	h.LastOffsetDelta = last
+	if h.FirstSequence >= 0 {
+		h.FirstSequence = incrementSequence(h.FirstSequence, base)
+	}
+	if h.Attributes&attrLogAppend == 0 {
+		h.MaxTimestamp = h.FirstTimestamp + maxTS
+	}
+	return h
+}
+
+// incrementSequence is Kafka's DefaultRecordBatch.incrementSequence:
+// sequences wrap from MaxInt32 to 0.
+func incrementSequence(seq, inc int32) int32 {
+	if seq > math.MaxInt32-inc {
+		return inc - (math.MaxInt32 - seq) - 1
+	}
+	return seq + inc
 }
 
 // appendRecord encodes r with kmsg.Record, whose Length (the varint length

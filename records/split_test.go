@@ -1,0 +1,142 @@
+package records
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"math"
+	"testing"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+// idempotent sets producer id, epoch and base sequence on a built batch and
+// fixes its CRC.
+func idempotent(raw []byte, pid int64, epoch int16, seq int32, txn bool) []byte {
+	var h kmsg.RecordBatch
+	if err := h.ReadFrom(raw); err != nil {
+		panic(err)
+	}
+	h.ProducerID, h.ProducerEpoch, h.FirstSequence = pid, epoch, seq
+	if txn {
+		h.Attributes |= attrTxn
+	}
+	out := h.AppendTo(nil)
+	binary.BigEndian.PutUint32(out[17:], crc32.Checksum(out[21:], castagnoli))
+	return out
+}
+
+// grow is a rewrite callback that adds a 120-byte header to every record,
+// as encryption grows it.
+func grow(r *Record) (bool, error) {
+	r.AddHeader("grow", bytes.Repeat([]byte{0xa5}, 120))
+	return true, nil
+}
+
+func TestSplitKeepsRecordsOrderSequencesAndLimit(t *testing.T) {
+	for _, codec := range []int16{0, 1, 2, 3, 4} {
+		t.Run(Codec(codec), func(t *testing.T) {
+			recs := make([]kmsg.Record, 300)
+			for i := range recs {
+				recs[i] = kmsg.Record{Key: fmt.Appendf(nil, "k%04d", i), Value: bytes.Repeat([]byte{byte(i)}, 1000), TimestampDelta64: int64(i % 7)}
+			}
+			startSeq := int32(math.MaxInt32 - 100) // the split crosses the wrap
+			in := idempotent(buildBatch(t, codec, recs, 0), 4242, 3, startSeq, true)
+			const limit = 64 << 10
+			rw := Rewriter{Strict: true, SplitBytes: limit}
+			out, changed, err := rw.Rewrite(nil, in, grow)
+			if err != nil || !changed {
+				t.Fatalf("rewrite: changed %v, err %v", changed, err)
+			}
+			parts := splitBatches(t, out)
+			if len(parts) < 5 {
+				t.Fatalf("%d batches, want the ~330 KB of records split in at least 5", len(parts))
+			}
+			var orig kmsg.RecordBatch
+			_ = orig.ReadFrom(in)
+			n := 0
+			seq := startSeq
+			var counts []int32
+			for pi, p := range parts {
+				if len(p.raw) > limit {
+					t.Fatalf("batch %d is %d bytes, over the %d limit", pi, len(p.raw), limit)
+				}
+				h := p.hdr
+				if h.ProducerID != 4242 || h.ProducerEpoch != 3 || h.Attributes != orig.Attributes || h.FirstTimestamp != orig.FirstTimestamp || h.PartitionLeaderEpoch != orig.PartitionLeaderEpoch {
+					t.Fatalf("batch %d header %+v lost the producer state or attributes of %+v", pi, h, orig)
+				}
+				if h.FirstSequence != seq {
+					t.Fatalf("batch %d base sequence %d, want %d", pi, h.FirstSequence, seq)
+				}
+				if h.LastOffsetDelta != h.NumRecords-1 || int(h.NumRecords) != len(p.recs) {
+					t.Fatalf("batch %d: last offset delta %d, %d records declared, %d found", pi, h.LastOffsetDelta, h.NumRecords, len(p.recs))
+				}
+				var maxTS int64
+				for j, r := range p.recs {
+					if r.OffsetDelta != int32(j) {
+						t.Fatalf("batch %d record %d has offset delta %d", pi, j, r.OffsetDelta)
+					}
+					if want := fmt.Sprintf("k%04d", n); string(r.Key) != want || !bytes.Equal(r.Value, recs[n].Value) {
+						t.Fatalf("batch %d record %d is %q, want %s", pi, j, r.Key, want)
+					}
+					if h.FirstTimestamp+r.TimestampDelta64 != orig.FirstTimestamp+int64(n%7) {
+						t.Fatalf("record %d timestamp changed", n)
+					}
+					if len(r.Headers) != 1 || r.Headers[0].Key != "grow" {
+						t.Fatalf("record %d lost the callback's change", n)
+					}
+					maxTS = max(maxTS, r.TimestampDelta64)
+					n++
+				}
+				if h.MaxTimestamp != h.FirstTimestamp+maxTS {
+					t.Fatalf("batch %d max timestamp %d, records reach %d", pi, h.MaxTimestamp, h.FirstTimestamp+maxTS)
+				}
+				seq = incrementSequence(seq, h.NumRecords)
+				counts = append(counts, h.NumRecords)
+			}
+			if n != len(recs) {
+				t.Fatalf("%d records out, %d in", n, len(recs))
+			}
+			if parts[len(parts)-1].hdr.FirstSequence > startSeq {
+				t.Fatalf("the sequence did not wrap: last base %d", parts[len(parts)-1].hdr.FirstSequence)
+			}
+			// The same input splits at the same records (a retry must).
+			again, _, err := rw.Rewrite(nil, in, grow)
+			if err != nil {
+				t.Fatal(err)
+			}
+			parts2 := splitBatches(t, again)
+			if len(parts2) != len(counts) {
+				t.Fatalf("second split: %d batches, first %d", len(parts2), len(counts))
+			}
+			for i, p := range parts2 {
+				if p.hdr.NumRecords != counts[i] || p.hdr.FirstSequence != parts[i].hdr.FirstSequence {
+					t.Fatalf("second split differs at batch %d", i)
+				}
+			}
+		})
+	}
+}
+
+func TestSplitOnlyWhenNeeded(t *testing.T) {
+	recs := []kmsg.Record{{Value: []byte("a")}, {Value: []byte("b")}}
+	in := buildBatch(t, 0, recs, 0)
+	out, _, err := (&Rewriter{SplitBytes: 1 << 20}).Rewrite(nil, in, grow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := splitBatches(t, out); len(got) != 1 || got[0].hdr.FirstSequence != -1 || got[0].hdr.NumRecords != 2 {
+		t.Fatalf("a batch within the limit was split or changed: %+v", got)
+	}
+}
+
+func TestSplitRecordTooLargeAlone(t *testing.T) {
+	recs := []kmsg.Record{{Value: []byte("small")}, {Value: bytes.Repeat([]byte{1}, 5000)}}
+	in := buildBatch(t, 0, recs, 0)
+	_, _, err := (&Rewriter{SplitBytes: 4096}).Rewrite(nil, in, grow)
+	if !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("err %v, want ErrTooLarge for a record that cannot fit alone", err)
+	}
+}
