@@ -153,6 +153,49 @@ type Exchange struct {
 	answeredBy                int // 1 + index of the interceptor that answered; 0 if none
 	values                    map[any]any
 	done                      []func()
+	more                      []kmsg.Request // Split: sent after Request
+	merge                     MergeFunc
+}
+
+// MergeFunc builds the one response the client gets for a split request
+// (see [Exchange.Split]) from the responses to its parts, in the order they
+// were sent: resps[0] answers x.Request, resps[i] the i-th request given to
+// Split. Each is decoded at the exchange's version. An error closes the
+// client connection.
+type MergeFunc func(resps []kmsg.Response) (kmsg.Response, error)
+
+// Split makes the proxy send more after x.Request, each as a request of its
+// own with the client's header (API key, version, correlation id, client
+// id), upstream on the same connection, in order, before any later request
+// of the client; then read their responses, call merge, and hand the one
+// response it returns to the response hooks and the client as the answer
+// to the client's request. A request hook calls it, with x.Request being
+// the first part (call MarkModified if it changed). The requests in more
+// are not seen by the request hooks of later interceptors, and may alias
+// buffers the hook returns in OnDone (they are encoded before the exchange
+// is done). A later hook that answers (Respond) cancels the split. For a
+// Produce with acks=0 every part is sent and merge is never called.
+func (x *Exchange) Split(more []kmsg.Request, merge MergeFunc) {
+	x.more, x.merge = more, merge
+}
+
+// Extra returns the requests Split added, nil if none. The proxy calls it.
+func (x *Exchange) Extra() []kmsg.Request {
+	if x.merge == nil {
+		return nil
+	}
+	return x.more
+}
+
+// Merge builds the client's response from the responses to x.Request and
+// Extra(), with the MergeFunc given to Split. The proxy calls it.
+func (x *Exchange) Merge(resps []kmsg.Response) (kmsg.Response, error) {
+	resp, err := x.merge(resps)
+	if err != nil {
+		return nil, err
+	}
+	resp.SetVersion(x.Version)
+	return resp, nil
 }
 
 // OnDone registers fn to run once the proxy is finished with this exchange:

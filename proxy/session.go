@@ -64,6 +64,7 @@ type pending struct {
 	x            *interceptor.Exchange // nil: raw passthrough
 	chain        *liveChain            // the generation x runs through; referenced until x is done
 	decodeResp   bool
+	parts        int    // > 1: a split request, answered by this many upstream responses (Exchange.Split)
 	local        []byte // a locally encoded frame (ApiVersions)
 	start        time.Time
 }
@@ -387,10 +388,29 @@ func (ss *session) request(ctx context.Context, h reqHeader, frame []byte, held 
 			ss.hookError(err)
 			return owned, false
 		}
-		if p.x.Response == nil && p.x.RequestModified() {
+		var extra []kmsg.Request
+		if p.x.Response == nil {
+			extra = p.x.Extra()
+		}
+		if p.x.Response == nil && (p.x.RequestModified() || len(extra) > 0) {
 			ss.reqScratch = appendRequestFrame(ss.reqScratch[:0], h, req)
+			tooLarge := len(ss.reqScratch)-4 > int(s.cfg.Limits.MaxFrameBytes)
+			// The parts of a split request follow the first, each a
+			// frame of its own with the client's header: written
+			// upstream together, in order.
+			for _, r := range extra {
+				if r.Key() != h.key {
+					p.x.Done()
+					ss.fail("interceptor", fmt.Errorf("split %s request into a %s request", kmsg.NameForKey(h.key), kmsg.NameForKey(r.Key())))
+					return owned, false
+				}
+				r.SetVersion(h.version)
+				start := len(ss.reqScratch)
+				ss.reqScratch = appendRequestFrame(ss.reqScratch, h, r)
+				tooLarge = tooLarge || len(ss.reqScratch)-start-4 > int(s.cfg.Limits.MaxFrameBytes)
+			}
 			out = ss.reqScratch
-			if len(out)-4 > int(s.cfg.Limits.MaxFrameBytes) {
+			if tooLarge {
 				// The hooks grew the request past what the broker
 				// takes: answer it here rather than send a frame the
 				// broker would drop the connection for.
@@ -398,6 +418,8 @@ func (ss *session) request(ctx context.Context, h reqHeader, frame []byte, held 
 					return owned, false
 				}
 				out = nil
+			} else if len(extra) > 0 {
+				p.parts, p.decodeResp = 1+len(extra), true
 			}
 		}
 		if p.x.Response != nil {
@@ -659,6 +681,13 @@ func (ss *session) pump(ctx context.Context) {
 			}
 			ss.respScratch = appendResponseFrame(ss.respScratch[:0], p.corr, p.x.Response)
 			out = ss.respScratch
+		case p.parts > 1:
+			o, err := ss.splitResponses(ctx, p)
+			if err != nil {
+				return
+			}
+			s.metrics.latency[k].Observe(time.Since(p.start).Seconds())
+			out = o
 		default:
 			if n, err := ss.spliceResponse(p); err != nil {
 				ss.fail("upstream_read", err)
@@ -776,6 +805,57 @@ func (ss *session) responseHooks(ctx context.Context, p pending, frame []byte) (
 		return nil, nil
 	}
 	ss.respScratch = appendResponseFrame(ss.respScratch[:0], p.corr, kresp)
+	return ss.respScratch, nil
+}
+
+// splitResponses reads the responses to the parts of a split request (see
+// Exchange.Split), merges them into the one response the client gets, runs
+// the response hooks on it and returns its frame. On error the session has
+// been failed.
+func (ss *session) splitResponses(ctx context.Context, p pending) ([]byte, error) {
+	s := ss.srv
+	resps := make([]kmsg.Response, p.parts)
+	for i := range resps {
+		// A frame of its own for each: a decoded response may alias it.
+		frame, err := readFrame(p.up.r, nil, s.cfg.Limits.MaxFrameBytes, minResponseFrame)
+		if err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+				ss.fail("upstream_closed", err)
+			} else {
+				ss.fail("upstream_read", err)
+			}
+			return nil, err
+		}
+		if got := int32(binary.BigEndian.Uint32(frame)); got != p.corr {
+			err := fmt.Errorf("response correlation id %d, expected %d (%s, part %d of %d)", got, p.corr, kmsg.NameForKey(p.key), i+1, p.parts)
+			ss.fail("upstream_protocol", err)
+			return nil, err
+		}
+		kresp := kmsg.ResponseForKey(p.key)
+		kresp.SetVersion(p.version)
+		off, ok := responseBodyOffset(frame, p.key, kresp.IsFlexible())
+		if !ok {
+			ss.fail("malformed_response", errMalformed)
+			return nil, errMalformed
+		}
+		if err := kresp.ReadFrom(frame[off:]); err != nil {
+			err = fmt.Errorf("decode %s v%d response: %w", kmsg.NameForKey(p.key), p.version, err)
+			ss.fail("malformed_response", err)
+			return nil, err
+		}
+		resps[i] = kresp
+	}
+	merged, err := p.x.Merge(resps)
+	if err != nil {
+		ss.hookError(err)
+		return nil, err
+	}
+	p.x.Response = merged
+	if err := p.chain.Response(ctx, p.x); err != nil {
+		ss.hookError(err)
+		return nil, err
+	}
+	ss.respScratch = appendResponseFrame(ss.respScratch[:0], p.corr, merged)
 	return ss.respScratch, nil
 }
 
