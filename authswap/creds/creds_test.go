@@ -303,3 +303,38 @@ func TestVaultConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// Kubernetes auth over TLS: the service account token is read from its file
+// at every login; the server is verified against the configured CA.
+func TestVaultKubernetesTLS(t *testing.T) {
+	v := kmsdouble.NewVault(kmsdouble.VaultOptions{TLS: true})
+	t.Cleanup(v.Close)
+	v.Mount("", "kubernetes", kmsdouble.KindKubernetes)
+	v.AddKubernetesRole("", "kubernetes", "strait", "sa-jwt-1")
+	v.PutKV("", "secret", "strait/principals/alice", map[string]any{"username": "alice-up", "password": "pw"})
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.pem")
+	writeFile(t, ca, string(v.TLS.CAPEM), 0o644)
+	jwt := filepath.Join(dir, "token")
+	writeFile(t, jwt, "sa-jwt-1", 0o600)
+	st, err := NewVault(VaultConfig{Address: v.URL(), TLS: VaultTLS{CACert: ca}, MaxAttempts: 1,
+		Auth: VaultAuth{Method: "kubernetes", Role: "strait", JWTFile: jwt}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, err := st.Lookup(context.Background(), "alice"); err != nil || c.Username != "alice-up" {
+		t.Fatalf("kubernetes auth: %v %v", c, err)
+	}
+	// Kubernetes rotated the projected token and Vault's token expired.
+	v.AddKubernetesRole("", "kubernetes", "strait", "sa-jwt-2")
+	writeFile(t, jwt, "sa-jwt-2", 0o600)
+	v.RevokeToken(st.client.Token())
+	if _, err := st.Lookup(context.Background(), "alice"); err != nil {
+		t.Fatalf("after the token rotation: %v", err)
+	}
+	// Without the CA, the server is not trusted: unavailable.
+	st2, _ := NewVault(VaultConfig{Address: v.URL(), MaxAttempts: 1, Auth: VaultAuth{Method: "kubernetes", Role: "strait", JWTFile: jwt}})
+	if _, err := st2.Lookup(context.Background(), "alice"); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("untrusted Vault certificate: %v", err)
+	}
+}
