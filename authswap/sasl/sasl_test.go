@@ -247,10 +247,17 @@ func TestUsersFile(t *testing.T) {
 func FuzzSessions(f *testing.F) {
 	users := Static(testUsers(f))
 	s256, _ := NewScram(SCRAMSHA256, users)
-	mechs := []Mechanism{NewPlain(users), s256}
+	idp := newIdP(f, f.TempDir())
+	ob, err := NewOAuthBearer(OAuthConfig{JWKSFile: idp.jwks, Issuer: "https://idp.test", Audience: "kafka"}, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	mechs := []Mechanism{NewPlain(users), s256, ob}
 	f.Add(uint8(0), []byte("\x00alice\x00x"), []byte(""))
 	f.Add(uint8(1), []byte("n,,n=alice,r=abcdefgh"), []byte("c=biws,r=abcdefgh,p=AAAA"))
 	f.Add(uint8(1), []byte("n=alice,r=x"), []byte("c=,r=,p="))
+	f.Add(uint8(2), []byte("n,,\x01auth=Bearer eyJhbGciOiJFUzI1NiJ9.e30.AAAA\x01\x01"), []byte("\x01"))
+	f.Add(uint8(2), []byte("n,a=x,\x01auth=Bearer a.b.c\x01host=h\x01\x01"), []byte(""))
 	f.Fuzz(func(t *testing.T, which uint8, a, b []byte) {
 		s := mechs[int(which)%len(mechs)].Start()
 		for _, tok := range [][]byte{a, b} {
