@@ -2,9 +2,12 @@ package policy
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+
+	"github.com/hamba/avro/v2"
 
 	"github.com/strait-proxy/strait/crypto/fields"
 )
@@ -113,6 +116,9 @@ func (ap *applier) apply(d *decision, value []byte, stillEncrypted bool, c *coun
 			ap.spans[j], ap.spans[j-1] = ap.spans[j-1], ap.spans[j]
 		}
 	}
+	if d.avro {
+		return ap.applyAvro(d, value, stillEncrypted, c)
+	}
 	out := ap.out[:0]
 	last := 0
 	changed := false
@@ -201,4 +207,81 @@ func tokenJSON(dst, raw []byte, t *tokenizer) ([]byte, error) {
 		return dst, fmt.Errorf("policy: tokenize: %w", err)
 	}
 	return append(dst, '"'), nil
+}
+
+// applyAvro splices the spans of an Avro value: each selected field is a
+// string or bytes content behind its zig-zag varint length, replaced with
+// the new content and its length. Avro records carry no enclosing lengths,
+// but an array block written with a negative count carries its byte size:
+// the result is therefore decoded with the writer schema, and a value that
+// does not decode fails closed.
+func (ap *applier) applyAvro(d *decision, value []byte, stillEncrypted bool, c *counts) ([]byte, bool, error) {
+	out := ap.out[:0]
+	last := 0
+	changed := false
+	var n counts
+	for _, s := range ap.spans {
+		if s.start < last {
+			continue
+		}
+		content := value[s.start:s.end]
+		k := s.act.kind
+		if k == kEncrypted && stillEncrypted {
+			n.encrypted++
+			continue
+		}
+		var lenBuf [binary.MaxVarintLen64]byte
+		pfx := binary.PutVarint(lenBuf[:], int64(len(content)))
+		if s.start < pfx || !bytes.Equal(value[s.start-pfx:s.start], lenBuf[:pfx]) {
+			return nil, false, errors.New("policy: avro: field length prefix not found")
+		}
+		out = append(out, value[last:s.start-pfx]...)
+		mark := len(out)
+		out = append(out, lenBuf[:binary.MaxVarintLen64]...) // room for the prefix
+		body := len(out)
+		var err error
+		switch k {
+		case kRedact, kEncrypted:
+			n.redacted++
+		case kMask:
+			out = mask(out, content, s.act)
+			n.masked++
+		case kTokenize:
+			if ap.tok == nil {
+				return nil, false, errors.New("policy: tokenize needs tokenize.key_env or tokenize.key_file")
+			}
+			if out, err = ap.tok.token(out, content); err != nil {
+				return nil, false, fmt.Errorf("policy: tokenize: %w", err)
+			}
+			n.tokenized++
+		}
+		l := binary.PutVarint(lenBuf[:], int64(len(out)-body))
+		copy(out[mark:], lenBuf[:l])
+		out = append(out[:mark+l], out[body:]...)
+		last = s.end
+		changed = true
+	}
+	if !changed {
+		c.encrypted += n.encrypted
+		return value, false, nil
+	}
+	out = append(out, value[last:]...)
+	ap.out = out
+	id, _, payload, err := fields.ParseWire(out, false)
+	if err != nil {
+		return nil, false, err
+	}
+	schema, ok := d.tf.avro[id]
+	if !ok {
+		return nil, false, fmt.Errorf("policy: avro: no schema %d", id)
+	}
+	var v any
+	if err := avro.Unmarshal(schema, payload, &v); err != nil {
+		return nil, false, fmt.Errorf("policy: avro: the rewritten value does not decode: %w", err)
+	}
+	c.redacted += n.redacted
+	c.masked += n.masked
+	c.tokenized += n.tokenized
+	c.encrypted += n.encrypted
+	return out, true, nil
 }

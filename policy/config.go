@@ -7,6 +7,7 @@ import (
 	"path"
 	"strings"
 
+	"github.com/hamba/avro/v2"
 	"sigs.k8s.io/yaml"
 
 	"github.com/strait-proxy/strait/config"
@@ -93,11 +94,32 @@ type Classification struct {
 type TopicFields struct {
 	// Topics are names or globs.
 	Topics []string `json:"topics"`
-	// Format of the values: json (default). (Avro and Protobuf values are
-	// not supported by the policy interceptor yet.)
+	// Format of the values: json (default) or avro (Confluent wire format;
+	// classified fields must be strings or bytes). Protobuf values are not
+	// supported by the policy interceptor yet.
 	Format string `json:"format,omitempty"`
 	// Fields map a path ($.a.b, $.items[*].c) to its classifications.
 	Fields map[string][]string `json:"fields"`
+	// Schemas are the Avro writer schemas of the values, by the schema id
+	// producers put in the wire header (format avro).
+	Schemas []AvroSchema `json:"schemas,omitempty"`
+
+	avro map[int32]avro.Schema // parsed by check
+}
+
+// AvroSchema is a local Avro writer schema: the last file is the schema,
+// earlier ones define named types it uses.
+type AvroSchema struct {
+	ID    int32    `json:"id"`
+	Files []string `json:"files"`
+}
+
+func (t *TopicFields) local() []fields.LocalAvro {
+	out := make([]fields.LocalAvro, len(t.Schemas))
+	for i, s := range t.Schemas {
+		out[i] = fields.LocalAvro{ID: s.ID, Files: s.Files}
+	}
+	return out
 }
 
 func (c *Config) validate() config.Errors {
@@ -201,7 +223,8 @@ func (c *Catalog) check(prefix string) config.Errors {
 			add(p+".keep_last", "must not be negative")
 		}
 	}
-	for i, t := range c.Topics {
+	for i := range c.Topics {
+		t := &c.Topics[i]
 		p := fmt.Sprintf("topics[%d]", i)
 		if len(t.Topics) == 0 {
 			add(p+".topics", "required")
@@ -213,10 +236,39 @@ func (c *Catalog) check(prefix string) config.Errors {
 		}
 		switch t.Format {
 		case "", "json":
-		case "avro", "protobuf":
-			add(p+".format", "%s values are not supported by the policy interceptor yet (json only)", t.Format)
+			if len(t.Schemas) > 0 {
+				add(p+".schemas", "only used with format avro")
+			}
+		case "avro":
+			if len(t.Schemas) == 0 {
+				add(p+".schemas", "avro values need their writer schemas (id and .avsc files)")
+			}
+			t.avro = map[int32]avro.Schema{}
+			for j, sc := range t.Schemas {
+				sp := fmt.Sprintf("%s.schemas[%d]", p, j)
+				if len(sc.Files) == 0 {
+					add(sp+".files", "required")
+					continue
+				}
+				parsed, err := avro.ParseFiles(sc.Files...)
+				if err != nil {
+					add(sp, "%v", err)
+					continue
+				}
+				var paths []string
+				for fp := range t.Fields {
+					paths = append(paths, fp)
+				}
+				if err := fields.CheckAvro(parsed, paths); err != nil {
+					add(sp, "%v", err)
+					continue
+				}
+				t.avro[sc.ID] = parsed
+			}
+		case "protobuf":
+			add(p+".format", "protobuf values are not supported by the policy interceptor yet (json, avro)")
 		default:
-			add(p+".format", "%q: json", t.Format)
+			add(p+".format", "%q: json or avro", t.Format)
 		}
 		if len(t.Fields) == 0 {
 			add(p+".fields", "required: path -> classifications")
@@ -237,7 +289,7 @@ func (c *Catalog) check(prefix string) config.Errors {
 				}
 			}
 		}
-		if len(paths) > 0 {
+		if len(paths) > 0 && t.Format != "avro" {
 			if _, err := fields.NewJSON(paths); err != nil {
 				add(p+".fields", "%v", err)
 			}

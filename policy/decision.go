@@ -78,16 +78,37 @@ type decision struct {
 	groups []group
 	// failed marks the on_error fallback (counted apart).
 	failed string
+	// avro: the topic's values are Avro (fields are strings or bytes
+	// behind a length prefix) and tf holds their schemas.
+	avro bool
+	tf   *TopicFields
 }
 
 // topicInfo is the catalog's view of one topic.
 type topicInfo struct {
 	name    string
+	tf      *TopicFields // nil: not in the catalog (JSON values)
 	classes map[string][]string // path -> classifications
 	byClass map[string][]string // classification -> paths
 	paths   []string            // classified paths, sorted
 	// input is the "classifications" member of the input document.
 	input map[string]any
+
+	valOnce sync.Once
+	valW    fields.Walker // finds the value paths the policy reads
+	valErr  error
+}
+
+// valueWalker finds the value paths the policy reads in this topic's
+// values.
+func (ti *topicInfo) valueWalker(rd *reads) (fields.Walker, error) {
+	if !ti.isAvro() {
+		return rd.valWalker, nil
+	}
+	ti.valOnce.Do(func() {
+		ti.valW, ti.valErr = fields.NewAvro(fields.AvroConfig{Paths: rd.valuePaths, Local: ti.tf.local()})
+	})
+	return ti.valW, ti.valErr
 }
 
 func newTopicInfo(cat *Catalog, topic string) *topicInfo {
@@ -96,6 +117,7 @@ func newTopicInfo(cat *Catalog, topic string) *topicInfo {
 	if tf == nil {
 		return ti
 	}
+	ti.tf = tf
 	for p, cls := range tf.Fields {
 		ti.classes[p] = cls
 		ti.paths = append(ti.paths, p)
@@ -267,12 +289,15 @@ func compileDecision(v any, ti *topicInfo, cat *Catalog, walkers *walkerCache) (
 			per[p] = *best
 		}
 	}
-	return d.withFields(per, walkers)
+	return d.withFields(per, walkers, ti)
 }
 
 // withFields groups the non-clear actions by action and builds a walker
 // per group.
-func (d *decision) withFields(per map[string]action, walkers *walkerCache) (*decision, error) {
+func (d *decision) withFields(per map[string]action, walkers *walkerCache, ti *topicInfo) (*decision, error) {
+	if ti.isAvro() {
+		d.avro, d.tf = true, ti.tf
+	}
 	byAct := map[action][]string{}
 	for p, a := range per {
 		if a.kind == kClear {
@@ -282,7 +307,7 @@ func (d *decision) withFields(per map[string]action, walkers *walkerCache) (*dec
 	}
 	for a, ps := range byAct {
 		sort.Strings(ps)
-		w, err := walkers.get(ps)
+		w, err := walkers.get(ti, ps)
 		if err != nil {
 			return nil, err
 		}
@@ -302,7 +327,7 @@ func failClosed(onError string, ti *topicInfo, walkers *walkerCache, reason stri
 	for _, p := range ti.paths {
 		per[p] = action{kind: kRedact}
 	}
-	d, err := (&decision{failed: reason}).withFields(per, walkers)
+	d, err := (&decision{failed: reason}).withFields(per, walkers, ti)
 	if err != nil { // the catalog's paths were checked at load: not reached
 		return &decision{drop: true, failed: reason}
 	}
@@ -315,14 +340,26 @@ type walkerCache struct {
 	m  map[string]fields.Walker
 }
 
-func (c *walkerCache) get(paths []string) (fields.Walker, error) {
+func (ti *topicInfo) isAvro() bool { return ti.tf != nil && ti.tf.Format == "avro" }
+
+// get returns a walker over paths for the values of topic ti.
+func (c *walkerCache) get(ti *topicInfo, paths []string) (fields.Walker, error) {
 	k := strings.Join(paths, "\x00")
+	if ti.isAvro() {
+		k = fmt.Sprintf("avro:%p\x00%s", ti.tf, k)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if w, ok := c.m[k]; ok {
 		return w, nil
 	}
-	w, err := fields.NewJSON(paths)
+	var w fields.Walker
+	var err error
+	if ti.isAvro() {
+		w, err = fields.NewAvro(fields.AvroConfig{Paths: paths, Local: ti.tf.local()})
+	} else {
+		w, err = fields.NewJSON(paths)
+	}
 	if err != nil {
 		return nil, err
 	}

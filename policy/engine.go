@@ -141,6 +141,16 @@ func Load(cfg Config) (*Compiled, error) {
 		}
 		h.Write(raw)
 		files = append(files, cfg.Catalog)
+		for _, t := range cat.Topics {
+			for _, sc := range t.Schemas {
+				for _, f := range sc.Files {
+					if b, err := os.ReadFile(f); err == nil {
+						h.Write(b)
+					}
+					files = append(files, f)
+				}
+			}
+		}
 	}
 
 	compiler := ast.NewCompiler().WithDefaultRegoVersion(ast.RegoV1)

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 
+	"github.com/hamba/avro/v2"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/util"
 
@@ -136,6 +137,12 @@ func inputFor(rd *reads, pc *partCtx, rec *records.Record, vals [][]byte) (ast.V
 		}
 		if rec.Value != nil {
 			switch {
+			case (rd.whole || rd.value) && pc.ti.isAvro():
+				v, err := avroValue(pc.ti.tf, rec.Value)
+				if err != nil {
+					return nil, err
+				}
+				items = append(items, ast.Item(ast.StringTerm("value"), ast.NewTerm(v)))
 			case rd.whole || rd.value:
 				v, err := jsonValue(rec.Value)
 				if err != nil {
@@ -148,9 +155,12 @@ func inputFor(rd *reads, pc *partCtx, rec *records.Record, vals [][]byte) (ast.V
 					if vals[i] == nil {
 						continue
 					}
-					v, err := jsonValue(vals[i])
-					if err != nil {
-						return nil, err
+					var v ast.Value = ast.String(vals[i]) // avro: string or bytes content
+					if !pc.ti.isAvro() {
+						var err error
+						if v, err = jsonValue(vals[i]); err != nil {
+							return nil, err
+						}
 					}
 					setPath(obj, p, v)
 				}
@@ -194,6 +204,24 @@ func jsonValue(raw []byte) (ast.Value, error) {
 	var x any
 	if err := util.UnmarshalJSON(raw, &x); err != nil {
 		return nil, fmt.Errorf("%w: %v", fields.ErrMalformed, err)
+	}
+	return ast.InterfaceToValue(x)
+}
+
+// avroValue decodes an Avro value (Confluent wire format) with its writer
+// schema.
+func avroValue(tf *TopicFields, value []byte) (ast.Value, error) {
+	id, _, payload, err := fields.ParseWire(value, false)
+	if err != nil {
+		return nil, err
+	}
+	schema, ok := tf.avro[id]
+	if !ok {
+		return nil, fmt.Errorf("%w: avro: no local schema with id %d", fields.ErrSchema, id)
+	}
+	var x any
+	if err := avro.Unmarshal(schema, payload, &x); err != nil {
+		return nil, fmt.Errorf("%w: avro: %v", fields.ErrMalformed, err)
 	}
 	return ast.InterfaceToValue(x)
 }

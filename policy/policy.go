@@ -333,8 +333,13 @@ func (p *Policy) partition(ctx context.Context, rt *runtime, ap *applier, ar *ar
 			var vals [][]byte
 			k := key
 			if len(rd.valuePaths) > 0 && rec.Value != nil {
-				var err error
-				if vals, err = ap.extract(rd.valWalker, rd.valuePaths, rec.Value); err != nil {
+				w, err := ti.valueWalker(rd)
+				if err == nil {
+					vals, err = ap.extract(w, rd.valuePaths, rec.Value)
+				}
+				if err != nil {
+					p.m.failures.WithLabelValues("value").Inc()
+					p.burst.error("record failed closed: the fields the policy reads could not be found", "topic", topic, "partition", part, "offset", off, "err", err)
 					d = failClosed(p.cfg.OnError, ti, &rt.walkers, "value")
 				}
 			}
