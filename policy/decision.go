@@ -87,7 +87,7 @@ type decision struct {
 // topicInfo is the catalog's view of one topic.
 type topicInfo struct {
 	name    string
-	tf      *TopicFields // nil: not in the catalog (JSON values)
+	tf      *TopicFields        // nil: not in the catalog (JSON values)
 	classes map[string][]string // path -> classifications
 	byClass map[string][]string // classification -> paths
 	paths   []string            // classified paths, sorted
