@@ -414,3 +414,29 @@ func TestAvro(t *testing.T) {
 		t.Fatalf("ssn_id %v: want a 9-digit FF1 token", out["ssn_id"])
 	}
 }
+
+// TestBundle: an OPA bundle directory: its data is data.*, its manifest
+// revision is the policy revision (in audit lines), its tests are left out.
+func TestBundle(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, ".manifest", `{"revision": "orders-2024-03-01", "roots": ["strait", "strait_test"]}`)
+	writeFile(t, dir, "data.json", `{"strait": {"readers": ["alice"]}}`)
+	writeFile(t, dir, "policy.rego", `package strait
+default decision := {"drop": true}
+decision := {"default": "clear"} if input.principal.name in data.strait.readers
+`)
+	writeFile(t, dir, "policy_test.rego", `package strait_test
+test_nothing if true
+`)
+	p, _ := newPolicy(t, Config{Bundle: dir})
+	if p.Revision() != "orders-2024-03-01" {
+		t.Fatalf("revision %q", p.Revision())
+	}
+	in := batch(0, -1, false, rec("k", `{"a":1}`))
+	if got, _ := decode(t, fetch(t, p.Interceptor(), interceptor.Principal{Name: "alice"}, "t", in).RecordBatches); len(got) != 1 {
+		t.Fatalf("alice: %v", got)
+	}
+	if got, _ := decode(t, fetch(t, p.Interceptor(), interceptor.Principal{Name: "bob"}, "t", in).RecordBatches); len(got) != 0 {
+		t.Fatalf("bob: %v", got)
+	}
+}
