@@ -112,7 +112,7 @@ func New(cfg Config, env Env) (*interceptor.Interceptor, error) {
 			case sasl.OAUTHBEARER:
 				o := s.OAuthBearer
 				var err error
-				if m, err = sasl.NewOAuthBearer(sasl.OAuthConfig{JWKSFile: o.JWKSFile, Issuer: o.Issuer, Audience: o.Audience,
+				if m, err = sasl.NewOAuthBearer(sasl.OAuthConfig{JWKSFile: o.JWKSFile, JWKSURL: o.JWKSURL, JWKSRefresh: o.JWKSRefresh.D(), Issuer: o.Issuer, Audience: o.Audience,
 					PrincipalClaim: o.PrincipalClaim, ClockSkew: o.ClockSkew.D()}, func(err error) { log.Error("JWKS reload failed", "err", err) }); err != nil {
 					errs = append(errs, "sasl.oauthbearer: "+err.Error())
 				}

@@ -312,6 +312,7 @@ func TestConfigErrors(t *testing.T) {
 		{`{sasl: {mechanisms: [GSSAPI]}}`, "sasl.gssapi: set it exactly when GSSAPI"},
 		{`{sasl: {mechanisms: [OAUTHBEARER]}}`, "sasl.oauthbearer: set it exactly when OAUTHBEARER"},
 		{`{sasl: {mechanisms: [OAUTHBEARER], oauthbearer: {jwks_file: j}}}`, "sasl.oauthbearer.issuer: required"},
+		{`{sasl: {mechanisms: [OAUTHBEARER], oauthbearer: {jwks_file: j, jwks_url: u, issuer: i, audience: a}}}`, "sasl.oauthbearer: exactly one of jwks_file, jwks_url"},
 		{`{credentials: {}}`, "credentials: exactly one of file, vault"},
 		{`{credentials: {file: f, vault: {}}}`, "credentials: exactly one of file, vault"},
 		{`{credentials: {vault: {path: fixed}}}`, "credentials.vault.path: must contain {principal}"},

@@ -83,8 +83,12 @@ type GSSAPIConfig struct {
 // OAuthBearerConfig checks OAUTHBEARER tokens as JWTs.
 type OAuthBearerConfig struct {
 	// JWKSFile holds the identity provider's public keys (a JSON Web Key
-	// Set), re-read on change.
-	JWKSFile string `json:"jwks_file"`
+	// Set), re-read on change; or JWKSURL, where the provider publishes
+	// them (fetched at start, every JWKSRefresh, default 5m, and when a
+	// token names an unknown key id). Exactly one.
+	JWKSFile    string          `json:"jwks_file,omitempty"`
+	JWKSURL     string          `json:"jwks_url,omitempty"`
+	JWKSRefresh config.Duration `json:"jwks_refresh,omitempty"`
 	// Issuer (iss, exactly) and Audience (one of aud) tokens must carry.
 	Issuer   string `json:"issuer"`
 	Audience string `json:"audience"`
@@ -164,8 +168,8 @@ func (c *Config) Validate() error {
 			add("sasl.oauthbearer: set it exactly when OAUTHBEARER is among the mechanisms")
 		}
 		if o := s.OAuthBearer; o != nil {
-			if o.JWKSFile == "" {
-				add("sasl.oauthbearer.jwks_file: required")
+			if (o.JWKSFile == "") == (o.JWKSURL == "") {
+				add("sasl.oauthbearer: exactly one of jwks_file, jwks_url")
 			}
 			if o.Issuer == "" {
 				add("sasl.oauthbearer.issuer: required")

@@ -6,7 +6,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
@@ -23,6 +27,13 @@ const OAUTHBEARER = "OAUTHBEARER"
 type OAuthConfig struct {
 	// JWKSFile is a JSON Web Key Set (public keys), re-read on change.
 	JWKSFile string
+	// JWKSURL is where the identity provider publishes its JWKS (https);
+	// fetched at start, every JWKSRefresh, and when a token names an
+	// unknown key id (at most every 10s). Exactly one of JWKSFile, JWKSURL.
+	JWKSURL     string
+	JWKSRefresh time.Duration // default 5m
+	// HTTPClient fetches JWKSURL (nil: a client with a 10s timeout).
+	HTTPClient *http.Client
 	// Issuer and Audience the token must carry (iss exactly; aud contains).
 	Issuer, Audience string
 	// PrincipalClaim names the principal (default "sub", Kafka's
@@ -50,11 +61,105 @@ func NewOAuthBearer(c OAuthConfig, onReloadError func(error)) (Mechanism, error)
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if (c.JWKSFile == "") == (c.JWKSURL == "") {
+		return nil, errors.New("exactly one of a JWKS file and a JWKS URL is required")
+	}
+	if c.JWKSURL != "" {
+		r, err := newRemoteJWKS(c, onReloadError)
+		if err != nil {
+			return nil, err
+		}
+		return &oauthMech{cfg: c, keys: r.get}, nil
+	}
 	w, err := secfile.WatchPublic(c.JWKSFile, parseJWKS, onReloadError)
 	if err != nil {
 		return nil, err
 	}
-	return &oauthMech{cfg: c, jwks: w}, nil
+	return &oauthMech{cfg: c, keys: func(string) *jose.JSONWebKeySet { return w.Get() }}, nil
+}
+
+// remoteJWKS is a JWKS fetched over HTTP and refreshed.
+type remoteJWKS struct {
+	url     string
+	every   time.Duration
+	client  *http.Client
+	onError func(error)
+	now     func() time.Time
+
+	mu       sync.Mutex
+	keys     *jose.JSONWebKeySet
+	fetched  time.Time
+	tried    time.Time // last fetch attempt for an unknown kid
+	lastFail string
+}
+
+func newRemoteJWKS(c OAuthConfig, onError func(error)) (*remoteJWKS, error) {
+	u, err := url.Parse(c.JWKSURL)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+		return nil, fmt.Errorf("JWKS URL %q is not an http(s) URL", c.JWKSURL)
+	}
+	r := &remoteJWKS{url: c.JWKSURL, every: c.JWKSRefresh, client: c.HTTPClient, onError: onError, now: c.Now}
+	if r.every == 0 {
+		r.every = 5 * time.Minute
+	}
+	if r.client == nil {
+		r.client = &http.Client{Timeout: 10 * time.Second}
+	}
+	if r.onError == nil {
+		r.onError = func(error) {}
+	}
+	ks, err := r.fetch()
+	if err != nil {
+		return nil, err
+	}
+	r.keys, r.fetched = ks, r.now()
+	return r, nil
+}
+
+func (r *remoteJWKS) fetch() (*jose.JSONWebKeySet, error) {
+	resp, err := r.client.Get(r.url)
+	if err != nil {
+		return nil, fmt.Errorf("fetch JWKS: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("fetch JWKS %s: HTTP %d", r.url, resp.StatusCode)
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return nil, fmt.Errorf("fetch JWKS: %w", err)
+	}
+	return parseJWKS(b)
+}
+
+// get returns the keys, refreshed when they are older than the refresh
+// interval or when kid is not among them (rate-limited). A failed refresh
+// keeps the previous keys and is reported once per distinct error.
+func (r *remoteJWKS) get(kid string) *jose.JSONWebKeySet {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.now()
+	stale := now.Sub(r.fetched) >= r.every
+	unknown := kid != "" && len(r.keys.Key(kid)) == 0 && now.Sub(r.tried) >= 10*time.Second
+	if !stale && !unknown {
+		return r.keys
+	}
+	if unknown {
+		r.tried = now
+	}
+	ks, err := r.fetch()
+	if err != nil {
+		if err.Error() != r.lastFail {
+			r.lastFail = err.Error()
+			r.onError(fmt.Errorf("kept the previous JWKS: %w", err))
+		}
+		if stale {
+			r.fetched = now // retry after another interval, not on every token
+		}
+		return r.keys
+	}
+	r.keys, r.fetched, r.lastFail = ks, now, ""
+	return r.keys
 }
 
 func parseJWKS(b []byte) (*jose.JSONWebKeySet, error) {
@@ -75,7 +180,7 @@ func parseJWKS(b []byte) (*jose.JSONWebKeySet, error) {
 
 type oauthMech struct {
 	cfg  OAuthConfig
-	jwks *secfile.Watched[*jose.JSONWebKeySet]
+	keys func(kid string) *jose.JSONWebKeySet
 }
 
 func (*oauthMech) Name() string { return OAUTHBEARER }
@@ -184,7 +289,7 @@ func (m *oauthMech) verify(token string) (map[string]any, error) {
 	if len(tok.Headers) != 1 {
 		return nil, errors.New("exactly one signature expected")
 	}
-	keys := m.jwks.Get()
+	keys := m.keys(tok.Headers[0].KeyID)
 	var cands []jose.JSONWebKey
 	if kid := tok.Headers[0].KeyID; kid != "" {
 		cands = keys.Key(kid)

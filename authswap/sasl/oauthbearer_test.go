@@ -7,9 +7,12 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -139,5 +142,75 @@ func TestOAuthBearer(t *testing.T) {
 	_ = os.WriteFile(p, priv, 0o600)
 	if _, err := NewOAuthBearer(OAuthConfig{JWKSFile: p, Issuer: "i", Audience: "a"}, nil); err == nil || !strings.Contains(err.Error(), "not a public key") {
 		t.Errorf("private JWKS: %v", err)
+	}
+}
+
+// The JWKS from a URL: fetched at start, refetched for an unknown key id
+// (the identity provider rotated its key), kept when the URL fails.
+func TestOAuthBearerJWKSURL(t *testing.T) {
+	var mu sync.Mutex
+	k1, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	k2, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	publish := []jose.JSONWebKey{{Key: &k1.PublicKey, KeyID: "k1", Algorithm: "ES256"}}
+	down := false
+	fetches := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		fetches++
+		if down {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		_ = json.NewEncoder(w).Encode(jose.JSONWebKeySet{Keys: publish})
+	}))
+	t.Cleanup(srv.Close)
+	now := time.Unix(1_800_000_000, 0)
+	var reloadErrs []error
+	m, err := NewOAuthBearer(OAuthConfig{JWKSURL: srv.URL, Issuer: "i", Audience: "a", Now: func() time.Time { return now }},
+		func(err error) { reloadErrs = append(reloadErrs, err) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	idp := &testIdP{}
+	claims := map[string]any{"iss": "i", "aud": "a", "sub": "svc", "exp": now.Add(time.Hour).Unix()}
+	auth := func(key *ecdsa.PrivateKey, kid string) error {
+		_, done, err := m.Start().Next(context.Background(), clientFirst("", idp.sign(t, key, kid, claims)))
+		if err == nil && !done {
+			return errors.New("rejected")
+		}
+		return err
+	}
+	if err := auth(k1, "k1"); err != nil {
+		t.Fatalf("k1: %v", err)
+	}
+	// Rotation: the provider publishes k2 only.
+	mu.Lock()
+	publish = []jose.JSONWebKey{{Key: &k2.PublicKey, KeyID: "k2", Algorithm: "ES256"}}
+	mu.Unlock()
+	if err := auth(k2, "k2"); err != nil {
+		t.Fatalf("k2 after rotation: %v", err)
+	}
+	if err := auth(k1, "k1"); err == nil {
+		t.Fatal("k1 still accepted after the provider dropped it")
+	}
+	// The URL fails: the keys in hand stay, the failure is reported once.
+	mu.Lock()
+	down = true
+	mu.Unlock()
+	now = now.Add(time.Hour) // stale
+	claims["exp"] = now.Add(time.Hour).Unix()
+	if err := auth(k2, "k2"); err != nil {
+		t.Fatalf("k2 while the JWKS URL is down: %v", err)
+	}
+	if err := auth(k2, "k2"); err != nil || len(reloadErrs) != 1 {
+		t.Fatalf("%v, reload errors %v", err, reloadErrs)
+	}
+	// An unreachable URL at start is a configuration error.
+	if _, err := NewOAuthBearer(OAuthConfig{JWKSURL: srv.URL, Issuer: "i", Audience: "a"}, nil); err == nil {
+		t.Fatal("started with a JWKS URL that answers 503")
+	}
+	if _, err := NewOAuthBearer(OAuthConfig{JWKSURL: "ftp://x", Issuer: "i", Audience: "a"}, nil); err == nil {
+		t.Fatal("ftp URL accepted")
 	}
 }
