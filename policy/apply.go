@@ -95,6 +95,9 @@ func (ap *applier) apply(d *decision, value []byte, stillEncrypted bool, c *coun
 	if len(d.groups) == 0 || value == nil {
 		return value, false, nil
 	}
+	if d.proto {
+		return ap.applyProto(d, value, stillEncrypted, c)
+	}
 	ap.spans = ap.spans[:0]
 	ap.value = value
 	for i := range d.groups {

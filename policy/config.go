@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/hamba/avro/v2"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"sigs.k8s.io/yaml"
 
 	"github.com/strait-proxy/strait/config"
@@ -94,24 +95,27 @@ type Classification struct {
 type TopicFields struct {
 	// Topics are names or globs.
 	Topics []string `json:"topics"`
-	// Format of the values: json (default) or avro (Confluent wire format;
-	// classified fields must be strings or bytes). Protobuf values are not
-	// supported by the policy interceptor yet.
+	// Format of the values: json (default), avro or protobuf (Confluent
+	// wire format, with local writer schemas).
 	Format string `json:"format,omitempty"`
 	// Fields map a path ($.a.b, $.items[*].c) to its classifications.
 	Fields map[string][]string `json:"fields"`
-	// Schemas are the Avro writer schemas of the values, by the schema id
-	// producers put in the wire header (format avro).
-	Schemas []AvroSchema `json:"schemas,omitempty"`
+	// Schemas are the writer schemas of the values, by the schema id
+	// producers put in the wire header (formats avro and protobuf).
+	Schemas []Schema `json:"schemas,omitempty"`
 
-	avro map[int32]avro.Schema // parsed by check
+	avro  map[int32]avro.Schema                  // parsed by check
+	proto map[int32]protoreflect.FileDescriptor // parsed by check
 }
 
-// AvroSchema is a local Avro writer schema: the last file is the schema,
-// earlier ones define named types it uses.
-type AvroSchema struct {
+// Schema is a local writer schema. Avro: the last file is the schema,
+// earlier ones define named types it uses. Protobuf: one .proto file (its
+// imports next to it) or a descriptor set, whose file Name the message
+// indexes refer to (default: the last of the set).
+type Schema struct {
 	ID    int32    `json:"id"`
 	Files []string `json:"files"`
+	Name  string   `json:"name,omitempty"`
 }
 
 func (t *TopicFields) local() []fields.LocalAvro {
@@ -266,9 +270,25 @@ func (c *Catalog) check(prefix string) config.Errors {
 				t.avro[sc.ID] = parsed
 			}
 		case "protobuf":
-			add(p+".format", "protobuf values are not supported by the policy interceptor yet (json, avro)")
+			if len(t.Schemas) == 0 {
+				add(p+".schemas", "protobuf values need their schemas (id and a .proto file or descriptor set)")
+			}
+			t.proto = map[int32]protoreflect.FileDescriptor{}
+			for j, sc := range t.Schemas {
+				sp := fmt.Sprintf("%s.schemas[%d]", p, j)
+				if len(sc.Files) != 1 {
+					add(sp+".files", "one .proto file or descriptor set")
+					continue
+				}
+				fd, err := fields.LoadProtobufFile(fields.LocalProtobuf{ID: sc.ID, File: sc.Files[0], Name: sc.Name})
+				if err != nil {
+					add(sp, "%v", err)
+					continue
+				}
+				t.proto[sc.ID] = fd
+			}
 		default:
-			add(p+".format", "%q: json or avro", t.Format)
+			add(p+".format", "%q: json, avro or protobuf", t.Format)
 		}
 		if len(t.Fields) == 0 {
 			add(p+".fields", "required: path -> classifications")
@@ -289,7 +309,7 @@ func (c *Catalog) check(prefix string) config.Errors {
 				}
 			}
 		}
-		if len(paths) > 0 && t.Format != "avro" {
+		if len(paths) > 0 && t.Format != "avro" && t.Format != "protobuf" {
 			if _, err := fields.NewJSON(paths); err != nil {
 				add(p+".fields", "%v", err)
 			}

@@ -80,8 +80,8 @@ type decision struct {
 	failed string
 	// avro: the topic's values are Avro (fields are strings or bytes
 	// behind a length prefix) and tf holds their schemas.
-	avro bool
-	tf   *TopicFields
+	avro, proto bool
+	tf          *TopicFields
 }
 
 // topicInfo is the catalog's view of one topic.
@@ -295,9 +295,7 @@ func compileDecision(v any, ti *topicInfo, cat *Catalog, walkers *walkerCache) (
 // withFields groups the non-clear actions by action and builds a walker
 // per group.
 func (d *decision) withFields(per map[string]action, walkers *walkerCache, ti *topicInfo) (*decision, error) {
-	if ti.isAvro() {
-		d.avro, d.tf = true, ti.tf
-	}
+	d.avro, d.proto, d.tf = ti.isAvro(), ti.isProto(), ti.tf
 	byAct := map[action][]string{}
 	for p, a := range per {
 		if a.kind == kClear {
@@ -340,7 +338,8 @@ type walkerCache struct {
 	m  map[string]fields.Walker
 }
 
-func (ti *topicInfo) isAvro() bool { return ti.tf != nil && ti.tf.Format == "avro" }
+func (ti *topicInfo) isAvro() bool  { return ti.tf != nil && ti.tf.Format == "avro" }
+func (ti *topicInfo) isProto() bool { return ti.tf != nil && ti.tf.Format == "protobuf" }
 
 // get returns a walker over paths for the values of topic ti.
 func (c *walkerCache) get(ti *topicInfo, paths []string) (fields.Walker, error) {
@@ -355,6 +354,16 @@ func (c *walkerCache) get(ti *topicInfo, paths []string) (fields.Walker, error) 
 	}
 	var w fields.Walker
 	var err error
+	if ti.isProto() {
+		// Protobuf values are rewritten through their descriptors
+		// (applyProto): check the paths only.
+		for _, p := range paths {
+			if _, err := fields.ParsePath(p); err != nil {
+				return nil, err
+			}
+		}
+		return nil, nil
+	}
 	if ti.isAvro() {
 		w, err = fields.NewAvro(fields.AvroConfig{Paths: paths, Local: ti.tf.local()})
 	} else {

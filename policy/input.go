@@ -109,7 +109,7 @@ func appendPart[S string | []byte](k []byte, s S) []byte {
 // partition-level input). vals are the raw JSON values of rd.valuePaths
 // (nil where absent); the whole value is decoded only if the policy reads
 // it as a whole.
-func inputFor(rd *reads, pc *partCtx, rec *records.Record, vals [][]byte) (ast.Value, error) {
+func inputFor(rd *reads, pc *partCtx, rec *records.Record, vals [][]byte, readVal []byte) (ast.Value, error) {
 	items := make([][2]*ast.Term, len(pc.items), len(pc.items)+6)
 	copy(items, pc.items)
 	if rec != nil {
@@ -144,7 +144,7 @@ func inputFor(rd *reads, pc *partCtx, rec *records.Record, vals [][]byte) (ast.V
 				}
 				items = append(items, ast.Item(ast.StringTerm("value"), ast.NewTerm(v)))
 			case rd.whole || rd.value:
-				v, err := jsonValue(rec.Value)
+				v, err := jsonValue(readVal)
 				if err != nil {
 					return nil, err
 				}

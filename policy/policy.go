@@ -23,6 +23,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/strait-proxy/strait/crypto/envelope"
+	"github.com/strait-proxy/strait/crypto/fields"
 	"github.com/strait-proxy/strait/interceptor"
 	"github.com/strait-proxy/strait/metadata"
 	"github.com/strait-proxy/strait/records"
@@ -310,7 +311,7 @@ func (p *Policy) partition(ctx context.Context, rt *runtime, ap *applier, ar *ar
 
 	var whole *decision
 	if !rd.record() {
-		whole = p.decide(ctx, rt, pc, nil, nil)
+		whole = p.decide(ctx, rt, pc, nil, nil, nil)
 		if !whole.drop && len(whole.groups) == 0 {
 			// Deliver as is: count for the audit line without decoding.
 			_ = records.Walk(batches, func(bt *records.Batch) error {
@@ -332,22 +333,30 @@ func (p *Policy) partition(ctx context.Context, rt *runtime, ap *applier, ar *ar
 		if d == nil {
 			var vals [][]byte
 			k := key
-			if len(rd.valuePaths) > 0 && rec.Value != nil {
-				w, err := ti.valueWalker(rd)
+			// What the policy reads of the value: the value itself, or
+			// for Protobuf its canonical JSON.
+			readVal := rec.Value
+			var err error
+			if ti.isProto() && readVal != nil && (rd.whole || rd.value || len(rd.valuePaths) > 0) {
+				readVal, err = protoJSON(ti.tf, readVal)
+			}
+			if err == nil && len(rd.valuePaths) > 0 && readVal != nil {
+				var w fields.Walker
+				w, err = ti.valueWalker(rd)
 				if err == nil {
-					vals, err = ap.extract(w, rd.valuePaths, rec.Value)
+					vals, err = ap.extract(w, rd.valuePaths, readVal)
 				}
-				if err != nil {
-					p.m.failures.WithLabelValues("value").Inc()
-					p.burst.error("record failed closed: the fields the policy reads could not be found", "topic", topic, "partition", part, "offset", off, "err", err)
-					d = failClosed(p.cfg.OnError, ti, &rt.walkers, "value")
-				}
+			}
+			if err != nil {
+				p.m.failures.WithLabelValues("value").Inc()
+				p.burst.error("record failed closed: the fields the policy reads could not be found", "topic", topic, "partition", part, "offset", off, "err", err)
+				d = failClosed(p.cfg.OnError, ti, &rt.walkers, "value")
 			}
 			if d == nil {
 				if rd.cacheable() {
 					k = recordKey(k, rd, rec, vals)
 				}
-				d = p.decide(ctx, rt, pc, rec, vals, k...)
+				d = p.decide(ctx, rt, pc, rec, vals, readVal, k...)
 				if rd.cacheable() {
 					key = k[:len(pc.key)] // reuse the buffer
 				}
@@ -435,7 +444,7 @@ func recordKey(k []byte, rd *reads, rec *records.Record, vals [][]byte) []byte {
 
 // decide returns the decision for the partition (rec nil) or one record,
 // from the cache when the inputs the policy reads were seen before.
-func (p *Policy) decide(ctx context.Context, rt *runtime, pc *partCtx, rec *records.Record, vals [][]byte, key ...byte) *decision {
+func (p *Policy) decide(ctx context.Context, rt *runtime, pc *partCtx, rec *records.Record, vals [][]byte, readVal []byte, key ...byte) *decision {
 	rd := &rt.c.reads
 	cacheable := rd.cacheable()
 	if rec == nil {
@@ -448,7 +457,7 @@ func (p *Policy) decide(ctx context.Context, rt *runtime, pc *partCtx, rec *reco
 		}
 	}
 	p.m.evals.Inc()
-	in, err := inputFor(rd, pc, rec, vals)
+	in, err := inputFor(rd, pc, rec, vals, readVal)
 	if err != nil {
 		return p.failed(rt, pc, "value", err)
 	}
