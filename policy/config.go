@@ -104,7 +104,7 @@ type TopicFields struct {
 	// producers put in the wire header (formats avro and protobuf).
 	Schemas []Schema `json:"schemas,omitempty"`
 
-	avro  map[int32]avro.Schema                  // parsed by check
+	avro  map[int32]avro.Schema                 // parsed by check
 	proto map[int32]protoreflect.FileDescriptor // parsed by check
 }
 
