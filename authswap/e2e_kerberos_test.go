@@ -53,7 +53,7 @@ func TestKerberosEndToEnd(t *testing.T) {
 		t.Errorf("GSSAPI successes: %v", n)
 	}
 	// stranger@STRAIT.TEST has a valid ticket but no upstream mapping.
-	err = metadata(client(t, bootstrap, kerberos.Auth{Client: login("stranger"), Service: "kafka"}.AsMechanism()))
+	err = metadataReq(client(t, bootstrap, kerberos.Auth{Client: login("stranger"), Service: "kafka"}.AsMechanism()))
 	if !isSaslFailed(err) {
 		t.Fatalf("stranger: %v, want SASL_AUTHENTICATION_FAILED", err)
 	}

@@ -94,7 +94,7 @@ func TestVaultCredentialsEndToEnd(t *testing.T) {
 	// Vault down: a principal with nothing cached is refused with a clear
 	// error; cached alice and her open connection carry on.
 	v.SetFault(kmsdouble.FaultDown)
-	err = metadata(client(t, s.addr, plain.Auth{User: "bob", Pass: bobPw}.AsMechanism()))
+	err = metadataReq(client(t, s.addr, plain.Auth{User: "bob", Pass: bobPw}.AsMechanism()))
 	if !isSaslFailed(err) || !strings.Contains(err.Error(), "no upstream credentials are available") {
 		t.Fatalf("bob while Vault is down: %v", err)
 	}
@@ -105,7 +105,7 @@ func TestVaultCredentialsEndToEnd(t *testing.T) {
 		t.Fatalf("alice's connection while Vault is down: %v", err)
 	}
 	v.SetFault(kmsdouble.FaultNone)
-	if err := metadata(client(t, s.addr, plain.Auth{User: "bob", Pass: bobPw}.AsMechanism())); err != nil {
+	if err := metadataReq(client(t, s.addr, plain.Auth{User: "bob", Pass: bobPw}.AsMechanism())); err != nil {
 		t.Fatalf("bob after Vault is back: %v", err)
 	}
 	if got := consumeAll(t, s.addr, plain.Auth{User: "alice", Pass: alicePw}.AsMechanism(), 4); strings.Join(got, ",") != "one,two,three,four" {
@@ -150,7 +150,7 @@ func TestMTLSEndToEnd(t *testing.T) {
 		t.Fatalf("CN=Bob: %v, want TOPIC_AUTHORIZATION_FAILED", err)
 	}
 	// CN=Mallory has no upstream mapping: the connection is refused.
-	if err := metadata(tlsClient("Mallory")); err == nil {
+	if err := metadataReq(tlsClient("Mallory")); err == nil {
 		t.Fatal("CN=Mallory (no mapping) was served")
 	}
 	if n := s.counter(t, "strait_authswap_authentications_total", "mechanism", "mtls", "result", "failure", "reason", "credentials"); n < 1 {
@@ -158,13 +158,13 @@ func TestMTLSEndToEnd(t *testing.T) {
 	}
 	// No certificate, or one from another CA: the TLS handshake fails.
 	noCert := ca.ClientTLSConfig()
-	if err := metadata(client(t, s.addr, nil, kgo.DialTLSConfig(noCert))); err == nil {
+	if err := metadataReq(client(t, s.addr, nil, kgo.DialTLSConfig(noCert))); err == nil {
 		t.Fatal("a client without a certificate was served")
 	}
 	other := testpki.New(t)
 	foreign := other.MTLSClientConfig(t, "Alice")
 	foreign.RootCAs = ca.Pool
-	if err := metadata(client(t, s.addr, nil, kgo.DialTLSConfig(foreign))); err == nil {
+	if err := metadataReq(client(t, s.addr, nil, kgo.DialTLSConfig(foreign))); err == nil {
 		t.Fatal("a certificate from an unknown CA was served")
 	}
 	if n := s.counter(t, "strait_authswap_authentications_total", "mechanism", "mtls", "result", "success"); n < 2 {

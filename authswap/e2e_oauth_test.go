@@ -56,7 +56,7 @@ func TestOAuthBearerEndToEnd(t *testing.T) {
 		"unmapped sub":   sign("svc-unknown", "kafka", time.Now().Add(time.Hour)),
 	}
 	for name, tok := range bad {
-		err := metadata(client(t, s.addr, oauth.Auth{Token: tok}.AsMechanism()))
+		err := metadataReq(client(t, s.addr, oauth.Auth{Token: tok}.AsMechanism()))
 		if !isSaslFailed(err) {
 			t.Errorf("%s: %v, want SASL_AUTHENTICATION_FAILED", name, err)
 		}

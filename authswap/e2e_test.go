@@ -30,6 +30,7 @@ import (
 	"github.com/strait-proxy/strait/interceptor"
 	"github.com/strait-proxy/strait/internal/sasltest"
 	"github.com/strait-proxy/strait/internal/straittest"
+	"github.com/strait-proxy/strait/metadata"
 	"github.com/strait-proxy/strait/proxy"
 )
 
@@ -72,13 +73,23 @@ type strait struct {
 
 func startStrait(t testing.TB, upstream []string, cfgAuth authswap.Config, mutate func(*config.Config)) *strait {
 	t.Helper()
+	return startChain(t, upstream, func(log *slog.Logger, reg *prometheus.Registry) ([]*interceptor.Interceptor, *metadata.TopicNames) {
+		ic, err := authswap.New(cfgAuth, authswap.Env{Logger: log.With("interceptor", "authswap"), Metrics: reg})
+		if err != nil {
+			t.Fatalf("authswap.New: %v", err)
+		}
+		return []*interceptor.Interceptor{ic}, nil
+	}, mutate)
+}
+
+// startChain runs Strait with the interceptors (and topic-name map) build
+// returns, given the captured logger and the metrics registry.
+func startChain(t testing.TB, upstream []string, build func(*slog.Logger, *prometheus.Registry) ([]*interceptor.Interceptor, *metadata.TopicNames), mutate func(*config.Config)) *strait {
+	t.Helper()
 	logs := &syncBuffer{t: t}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	reg := prometheus.NewRegistry()
-	ic, err := authswap.New(cfgAuth, authswap.Env{Logger: log.With("interceptor", "authswap"), Metrics: reg})
-	if err != nil {
-		t.Fatalf("authswap.New: %v", err)
-	}
+	ics, topics := build(log, reg)
 	base := straittest.FreePortBase(t, 11)
 	cfg := config.Default()
 	cfg.Upstream.Bootstrap = upstream
@@ -89,7 +100,7 @@ func startStrait(t testing.TB, upstream []string, cfgAuth authswap.Config, mutat
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	srv, err := proxy.New(cfg, proxy.Options{Logger: log, Registerer: reg, Interceptors: []*interceptor.Interceptor{ic}})
+	srv, err := proxy.New(cfg, proxy.Options{Logger: log, Registerer: reg, Interceptors: ics, Topics: topics})
 	straittest.Must(t, err, "proxy.New")
 	straittest.Must(t, srv.Listen(), "listen")
 	ctx, cancel := context.WithCancel(context.Background())
@@ -187,7 +198,7 @@ func produce(cl *kgo.Client, value string) error {
 }
 
 // metadata sends one request, which needs a connection: SASL runs first.
-func metadata(cl *kgo.Client) error {
+func metadataReq(cl *kgo.Client) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	_, err := cl.Request(ctx, kmsg.NewPtrMetadataRequest())
@@ -251,7 +262,7 @@ func TestSASLSwapEndToEnd(t *testing.T) {
 	})
 	t.Run("bob authenticates but bob-up has no ACL: the broker refuses", func(t *testing.T) {
 		cl := client(t, s.addr, mechs["SCRAM-SHA-256"]("bob", bobPw))
-		if err := metadata(cl); err != nil {
+		if err := metadataReq(cl); err != nil {
 			t.Fatalf("bob's authentication through Strait: %v", err)
 		}
 		err := produce(cl, "order from bob")
@@ -265,7 +276,7 @@ func TestSASLSwapEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 		for name, mk := range mechs {
-			err := metadata(client(t, s.addr, mk("alice", wrongPw)))
+			err := metadataReq(client(t, s.addr, mk("alice", wrongPw)))
 			if !isSaslFailed(err) {
 				t.Errorf("%s with a wrong password: %v, want SASL_AUTHENTICATION_FAILED", name, err)
 			}
@@ -281,15 +292,15 @@ func TestSASLSwapEndToEnd(t *testing.T) {
 		}
 	})
 	t.Run("unknown user and unsupported mechanism", func(t *testing.T) {
-		if err := metadata(client(t, s.addr, mechs["PLAIN"]("mallory", alicePw))); !isSaslFailed(err) {
+		if err := metadataReq(client(t, s.addr, mechs["PLAIN"]("mallory", alicePw))); !isSaslFailed(err) {
 			t.Errorf("unknown user: %v", err)
 		}
-		if err := metadata(client(t, s.addr, mechs["SCRAM-SHA-512"]("bob", bobPw))); !isSaslFailed(err) {
+		if err := metadataReq(client(t, s.addr, mechs["SCRAM-SHA-512"]("bob", bobPw))); !isSaslFailed(err) {
 			t.Errorf("bob has no SCRAM-SHA-512 credential: %v", err)
 		}
 	})
 	t.Run("no upstream mapping: refused with SASL_AUTHENTICATION_FAILED", func(t *testing.T) {
-		err := metadata(client(t, s.addr, mechs["PLAIN"]("carol", carolPw)))
+		err := metadataReq(client(t, s.addr, mechs["PLAIN"]("carol", carolPw)))
 		if !isSaslFailed(err) || !strings.Contains(err.Error(), "no upstream credentials") {
 			t.Fatalf("carol: %v", err)
 		}
@@ -298,7 +309,7 @@ func TestSASLSwapEndToEnd(t *testing.T) {
 		}
 	})
 	t.Run("a request before authentication closes the connection", func(t *testing.T) {
-		err := metadata(client(t, s.addr, nil))
+		err := metadataReq(client(t, s.addr, nil))
 		if err == nil {
 			t.Fatal("an unauthenticated Metadata was answered")
 		}
