@@ -61,6 +61,8 @@ type connState struct {
 	failed   bool  // authentication failed: the next request closes
 	creds    *creds.Credentials
 	mtlsAttr map[string]string
+	name     string      // the SASL principal once authenticated: re-authentication must keep it
+	expiry   *time.Timer // KIP-368: closes the gate when the session lifetime ends
 }
 
 func state(c *interceptor.Conn) *connState {
@@ -306,7 +308,7 @@ func (a *authswap) handshake(ctx context.Context, x *interceptor.Exchange) error
 	if st.failed {
 		return fmt.Errorf("%w: SaslHandshake after a failed authentication", interceptor.ErrClose)
 	}
-	reauth := !c.AuthPending()
+	reauth := st.name != ""
 	if reauth && x.Version == 0 {
 		return a.refuse(c, req.Mechanism, "reauth_v0", "", errors.New("re-authentication needs SaslHandshake v1 (KIP-368)"))
 	}
@@ -384,11 +386,26 @@ func (a *authswap) authenticate(ctx context.Context, x *interceptor.Exchange) er
 		}
 		if lt := a.lifetime(st.sess); lt > 0 && x.Version >= 1 {
 			resp.SessionLifetimeMillis = lt.Milliseconds()
+			a.expireAfter(c, st, lt)
 		}
 		st.sess = nil
 	}
 	x.Respond(resp)
 	return nil
+}
+
+// expireAfter closes the authentication gate when the session lifetime
+// ends, as a broker does (KIP-368): from then on the connection accepts only
+// a re-authentication; any other request closes it. A successful
+// re-authentication lifts the gate and starts a new lifetime.
+func (a *authswap) expireAfter(c *interceptor.Conn, st *connState, lt time.Duration) {
+	if st.expiry != nil {
+		st.expiry.Stop()
+	}
+	st.expiry = time.AfterFunc(lt, func() {
+		c.RequireAuth()
+		a.log.Debug("session lifetime ended: re-authentication required", "conn", c.ID, "principal", c.Principal().Name)
+	})
 }
 
 // lifetime is the KIP-368 session lifetime to announce: the configured one,
@@ -408,9 +425,9 @@ func (a *authswap) lifetime(sess sasl.Session) time.Duration {
 // returns the message for the client and the (counted, logged) error.
 func (a *authswap) finish(ctx context.Context, c *interceptor.Conn, st *connState) (string, error) {
 	name := st.sess.Principal()
-	if cur := c.Principal(); !c.AuthPending() && cur.Mechanism != "mtls" && !cur.Anonymous() && cur.Name != name {
+	if st.name != "" && st.name != name {
 		return "Authentication failed: re-authentication must keep the same principal", a.refuse(c, st.mech, "principal_changed", name,
-			fmt.Errorf("re-authenticated as %q on a connection of %q", name, cur.Name))
+			fmt.Errorf("re-authenticated as %q on a connection of %q", name, st.name))
 	}
 	if a.cache != nil {
 		if _, err := a.lookup(ctx, c, name); err != nil {
@@ -431,6 +448,7 @@ func (a *authswap) finish(ctx context.Context, c *interceptor.Conn, st *connStat
 		}
 	}
 	c.SetPrincipal(interceptor.Principal{Name: name, Mechanism: st.mech, Attrs: attrs})
+	st.name = name
 	a.m.auth.WithLabelValues(st.mech, "success", "").Inc()
 	a.log.Debug("client authenticated", "conn", c.ID, "principal", name, "mechanism", st.mech)
 	return "", nil

@@ -4,12 +4,14 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"hash"
 	"io"
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +22,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
 	xscram "github.com/xdg-go/scram"
 
 	"github.com/strait-proxy/strait/authswap"
@@ -298,4 +301,104 @@ func (r *rawConn) token(tok []byte) ([]byte, error) {
 	b := make([]byte, binary.BigEndian.Uint32(size[:]))
 	_, err := io.ReadFull(r.c, b)
 	return b, err
+}
+
+// KIP-368: with a session lifetime, franz-go re-authenticates on its
+// connections and keeps working; a connection that does not re-authenticate
+// is closed at its next request after the lifetime, as by a broker.
+func TestSessionLifetimeEndToEnd(t *testing.T) {
+	upstream := aclCluster(t)
+	dir := t.TempDir()
+	credsFile := writeSecretFile(t, dir, "upstream.yaml", map[string]any{"principals": map[string]any{
+		"alice": map[string]string{"username": "alice-up", "password": aliceUpPw},
+	}})
+	s := startStrait(t, upstream, authswap.Config{
+		SASL:        &authswap.SASLConfig{Mechanisms: []string{"PLAIN", "SCRAM-SHA-256"}, UsersFile: usersFile(t, dir), SessionLifetime: config.Duration(time.Second)},
+		Credentials: &authswap.CredentialsConfig{File: credsFile},
+		Upstream:    authswap.UpstreamConfig{Mechanism: "SCRAM-SHA-256"},
+	}, nil)
+	successes := func() float64 {
+		return s.counter(t, "strait_authswap_authentications_total", "mechanism", "SCRAM-SHA-256", "result", "success")
+	}
+
+	cl := client(t, s.addr, scram.Auth{User: "alice", Pass: alicePw}.AsSha256Mechanism())
+	if err := produce(cl, "before"); err != nil {
+		t.Fatal(err)
+	}
+	first := successes()
+	// franz-go re-authenticates before each 1s lifetime ends; wait for two
+	// re-authentications, producing meanwhile.
+	deadline := time.Now().Add(30 * time.Second)
+	for i := 0; successes() < first+2; i++ {
+		if time.Now().After(deadline) {
+			t.Fatalf("no re-authentication seen (%v successes, %v at start)", successes(), first)
+		}
+		if err := produce(cl, "during "+strconv.Itoa(i)); err != nil {
+			t.Fatalf("produce across re-authentications: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	// A raw client that never re-authenticates.
+	c, err := net.Dial("tcp", s.addr)
+	straittest.Must(t, err, "dial")
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	rc := &rawConn{c: c}
+	hs := kmsg.NewPtrSASLHandshakeRequest()
+	hs.SetVersion(1)
+	hs.Mechanism = "PLAIN"
+	_, err = rc.request(hs)
+	straittest.Must(t, err, "handshake")
+	au := kmsg.NewPtrSASLAuthenticateRequest()
+	au.SetVersion(1)
+	au.SASLAuthBytes = []byte("\x00alice\x00" + alicePw)
+	r, err := rc.request(au)
+	straittest.Must(t, err, "authenticate")
+	if ar := r.(*kmsg.SASLAuthenticateResponse); ar.ErrorCode != 0 || ar.SessionLifetimeMillis != 1000 {
+		t.Fatalf("SaslAuthenticate v1: %+v", ar)
+	}
+	md := kmsg.NewPtrMetadataRequest()
+	md.SetVersion(1)
+	if _, err := rc.request(md); err != nil {
+		t.Fatalf("metadata within the lifetime: %v", err)
+	}
+	// Wait for this connection's expiry (franz-go's connections log theirs too).
+	for {
+		expired := false
+		for _, l := range strings.Split(s.logs.String(), "\n") {
+			if strings.Contains(l, "session lifetime ended") && strings.Contains(l, `"principal":"alice"`) && strings.Contains(l, `"conn":`+strconv.FormatUint(lastConnID(t, s, c), 10)+",") {
+				expired = true
+			}
+		}
+		if expired {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the raw connection's session lifetime never ended")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := rc.request(md); err == nil {
+		t.Fatal("a Metadata request after the session lifetime was answered")
+	}
+}
+
+// lastConnID finds Strait's id for the client connection c from the
+// "connection opened" log line with c's local address.
+func lastConnID(t *testing.T, s *strait, c net.Conn) uint64 {
+	t.Helper()
+	want := `"remote":"` + c.LocalAddr().String() + `"`
+	for _, l := range strings.Split(s.logs.String(), "\n") {
+		if strings.Contains(l, "connection opened") && strings.Contains(l, want) {
+			var v struct {
+				Conn uint64 `json:"conn"`
+			}
+			if err := json.Unmarshal([]byte(l), &v); err == nil {
+				return v.Conn
+			}
+		}
+	}
+	t.Fatalf("no connection opened line for %s", c.LocalAddr())
+	return 0
 }
