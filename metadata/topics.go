@@ -33,6 +33,7 @@ type TopicNames struct {
 	lookup func(ctx context.Context, ids [][16]byte) (*kmsg.MetadataResponse, error)
 	limits LookupLimits
 	calls  int // upstream lookups made, for tests
+	cl     kmsg.Requestor
 }
 
 // negative is a cached failure to resolve an id.
@@ -100,6 +101,9 @@ func (t *TopicNames) SetLimits(l LookupLimits) {
 // (a *kgo.Client to the cluster), all the unknown ids of a request in one.
 // Set it before serving.
 func (t *TopicNames) SetCluster(r kmsg.Requestor) {
+	t.mu.Lock()
+	t.cl = r
+	t.mu.Unlock()
 	t.setLookup(func(ctx context.Context, ids [][16]byte) (*kmsg.MetadataResponse, error) {
 		req := kmsg.NewPtrMetadataRequest()
 		req.Topics = make([]kmsg.MetadataRequestTopic, len(ids))
@@ -109,6 +113,15 @@ func (t *TopicNames) SetCluster(r kmsg.Requestor) {
 		}
 		return req.RequestWith(ctx, r)
 	})
+}
+
+// Cluster is the client given to SetCluster, nil before: interceptors that
+// need other facts from the cluster (encryption asks for topics'
+// max.message.bytes) send their requests through it.
+func (t *TopicNames) Cluster() kmsg.Requestor {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	return t.cl
 }
 
 func (t *TopicNames) setLookup(fn func(context.Context, [][16]byte) (*kmsg.MetadataResponse, error)) {

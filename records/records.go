@@ -75,6 +75,10 @@ var (
 	// limit (see [Rewriter.MaxDecompressedBytes]), or whose rewritten
 	// records would exceed [Rewriter.MaxBatchBytes].
 	ErrTooLarge = errors.New("records: batch exceeds a limit")
+	// ErrRecordTooLarge reports a record that cannot fit a batch of
+	// [Rewriter.SplitBytes] even alone (what a broker answers with
+	// MESSAGE_TOO_LARGE). It comes with ErrTooLarge.
+	ErrRecordTooLarge = errors.New("records: record too large for the batch size limit")
 	// ErrUnknownCodec reports compression attribute 5, 6 or 7.
 	ErrUnknownCodec = errors.New("records: unknown compression codec")
 	// ErrLegacyFormat reports a magic 0 or 1 message set in strict mode.
@@ -675,7 +679,7 @@ func (st *state) finishBatch(pos, batchStart int) error {
 	if st.split > 0 && length+12 > st.split {
 		// SplitBound promised otherwise: refuse rather than send a batch
 		// the broker would refuse.
-		return &BatchError{Pos: pos, BaseOffset: st.hdr.FirstOffset, Err: fmt.Errorf("%w: rebuilt batch of %d bytes exceeds the %d byte limit", ErrTooLarge, length+12, st.split)}
+		return &BatchError{Pos: pos, BaseOffset: st.hdr.FirstOffset, Err: fmt.Errorf("%w: %w: rebuilt batch of %d bytes exceeds the %d byte limit", ErrTooLarge, ErrRecordTooLarge, length+12, st.split)}
 	}
 	b := st.out[batchStart:]
 	binary.BigEndian.PutUint32(b[offLength:], uint32(length))
@@ -697,7 +701,7 @@ func (st *state) appendSplit(pos int) error {
 			end++
 		}
 		if end == start {
-			return &BatchError{Pos: pos, BaseOffset: st.hdr.FirstOffset, Err: fmt.Errorf("%w: a record of %d bytes cannot fit a batch of %d bytes even alone", ErrTooLarge, st.ends[start]-from, st.split)}
+			return &BatchError{Pos: pos, BaseOffset: st.hdr.FirstOffset, Err: fmt.Errorf("%w: %w: a record of %d bytes cannot fit a batch of %d bytes even alone", ErrTooLarge, ErrRecordTooLarge, st.ends[start]-from, st.split)}
 		}
 		if err := st.appendPart(pos, st.body[from:st.ends[end-1]], int32(end-start)); err != nil {
 			return err

@@ -136,7 +136,7 @@ func TestSplitRecordTooLargeAlone(t *testing.T) {
 	recs := []kmsg.Record{{Value: []byte("small")}, {Value: bytes.Repeat([]byte{1}, 5000)}}
 	in := buildBatch(t, 0, recs, 0)
 	_, _, err := (&Rewriter{SplitBytes: 4096}).Rewrite(nil, in, grow)
-	if !errors.Is(err, ErrTooLarge) {
+	if !errors.Is(err, ErrTooLarge) || !errors.Is(err, ErrRecordTooLarge) {
 		t.Fatalf("err %v, want ErrTooLarge for a record that cannot fit alone", err)
 	}
 }

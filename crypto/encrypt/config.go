@@ -46,6 +46,16 @@ type Limits struct {
 	// whose records could exceed it once encrypted (declared count times the
 	// least an envelope adds) is refused from its header.
 	MaxBatchBytes int `json:"max_batch_bytes,omitempty"`
+	// MaxMessageBytes is the most bytes one encrypted record batch may
+	// take (what the broker checks against max.message.bytes). 0 (the
+	// default) learns it per topic from the cluster (DescribeConfigs:
+	// the topic's max.message.bytes, else the broker's
+	// message.max.bytes; 1,032,204 bytes if neither answers). An encrypted
+	// batch that may exceed it is sent as several batches.
+	MaxMessageBytes int `json:"max_message_bytes,omitempty"`
+	// MaxMessageBytesRefresh is how long a learned limit is used before it
+	// is asked for again (default 5m).
+	MaxMessageBytesRefresh Duration `json:"max_message_bytes_refresh,omitempty"`
 }
 
 // KMS configures the key stores; rules name one by its key here.
@@ -210,6 +220,12 @@ func (c *Config) validate() []string {
 	}
 	if c.Limits.MaxBatchBytes < 0 {
 		add("limits.max_batch_bytes", "must not be negative")
+	}
+	if c.Limits.MaxMessageBytes < 0 || c.Limits.MaxMessageBytes > 0 && c.Limits.MaxMessageBytes < 1024 {
+		add("limits.max_message_bytes", "must be 0 (learn it from the cluster) or at least 1024")
+	}
+	if c.Limits.MaxMessageBytesRefresh < 0 {
+		add("limits.max_message_bytes_refresh", "must not be negative")
 	}
 	switch c.OnDecryptError {
 	case "", "error", "leave-encrypted":

@@ -63,6 +63,7 @@ type engine struct {
 	rw        records.Rewriter // Fetch side: tolerant of partial batches
 	m         *metrics
 	burst     burstLog
+	limits    *sizeLimits // Produce side: the batch size each topic takes
 }
 
 type rule struct {
@@ -159,6 +160,7 @@ func newEngine(cfg Config, env Env) (*engine, error) {
 	if e.topics == nil {
 		e.topics = metadata.NewTopicNames()
 	}
+	e.limits = newSizeLimits(cfg.Limits, e.topics.Cluster)
 	provs := env.Providers
 	if provs == nil {
 		var err error

@@ -25,9 +25,13 @@ var (
 // correct because nothing was forwarded. Key missing or access denied →
 // POLICY_VIOLATION: not retriable, a configuration problem someone must fix.
 // Malformed input → CORRUPT_MESSAGE or INVALID_RECORD, not retriable; a batch
-// over a limit (records.ErrTooLarge) → INVALID_RECORD.
+// over a limit (records.ErrTooLarge) → INVALID_RECORD; a record too large
+// for the topic's max.message.bytes even alone once encrypted
+// (records.ErrRecordTooLarge) → MESSAGE_TOO_LARGE, what the broker answers.
 func code(err error) (int16, bool) {
 	switch {
+	case errors.Is(err, records.ErrRecordTooLarge):
+		return kerr.MessageTooLarge.Code, false
 	case errors.Is(err, kms.ErrUnavailable):
 		return kerr.KafkaStorageError.Code, true
 	case errors.Is(err, kms.ErrAccessDenied), errors.Is(err, kms.ErrKeyNotFound):

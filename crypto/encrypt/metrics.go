@@ -9,6 +9,7 @@ type metrics struct {
 	kmsErrors              *prometheus.CounterVec
 	partitionsFailedClosed prometheus.Counter
 	unwrapThrottled        prometheus.Counter
+	batchesSplit           prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -29,6 +30,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		partitionsFailedClosed: register(reg, prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "strait_crypto_partitions_refused_total",
 			Help: "Produce or fetch partitions answered with an error instead of being forwarded (fail closed).",
+		})),
+		batchesSplit: register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "strait_crypto_batches_split_total",
+			Help: "Produce batches that would have exceeded the topic's max.message.bytes once encrypted, sent upstream as several batches in requests of their own.",
 		})),
 		unwrapThrottled: register(reg, prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "strait_kms_unwrap_throttled_total",

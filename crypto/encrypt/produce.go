@@ -31,6 +31,7 @@ type refusedKey struct{}
 func (e *engine) sealProduce(ctx context.Context, x *interceptor.Exchange) error {
 	req := x.Request.(*kmsg.ProduceRequest)
 	var fails []refused
+	var splits []split
 	changed := false
 	ar := newArena(x)
 	if x.Version >= 13 {
@@ -61,9 +62,10 @@ func (e *engine) sealProduce(ctx context.Context, x *interceptor.Exchange) error
 			continue
 		}
 		changed = true
+		limit := e.limits.limit(ctx, name)
 		kept := t.Partitions[:0]
 		for _, p := range t.Partitions {
-			out, err := e.sealRecords(ctx, r, name, ar.buf(), p.Records)
+			out, err := e.sealRecords(ctx, r, name, ar.buf(), p.Records, limit)
 			if err != nil {
 				c, isKMS := code(err)
 				if isKMS {
@@ -76,6 +78,10 @@ func (e *engine) sealProduce(ctx context.Context, x *interceptor.Exchange) error
 				continue
 			}
 			p.Records = ar.keep(out)
+			if sp, ok := e.splitOf(t, p); ok {
+				p.Records = sp.batches[0]
+				splits = append(splits, sp)
+			}
 			kept = append(kept, p)
 		}
 		if t.Partitions = kept; len(kept) > 0 {
@@ -87,6 +93,10 @@ func (e *engine) sealProduce(ctx context.Context, x *interceptor.Exchange) error
 		return nil
 	}
 	x.MarkModified()
+	if len(splits) > 0 && len(req.Topics) > 0 {
+		e.m.batchesSplit.Add(float64(len(splits)))
+		x.Split(splitRequests(req, splits), mergeSplit(splits))
+	}
 	if len(fails) == 0 {
 		return nil
 	}
@@ -140,7 +150,8 @@ func addRefused(resp *kmsg.ProduceResponse, fails []refused) {
 }
 
 // sealRecords appends to dst the batches with every record encrypted.
-func (e *engine) sealRecords(ctx context.Context, r *rule, topic string, dst, batches []byte) ([]byte, error) {
+// A batch that may exceed limit once encrypted comes out as several.
+func (e *engine) sealRecords(ctx context.Context, r *rule, topic string, dst, batches []byte, limit int) ([]byte, error) {
 	s := e.sealers[r.kms]
 	aad := e.aadTopic(r, topic)
 	// arena holds this record's ciphertexts: the records package reads what
@@ -171,7 +182,9 @@ func (e *engine) sealRecords(ctx context.Context, r *rule, topic string, dst, ba
 	}
 	var valBuf []byte
 	n := 0
-	out, changed, err := r.rw.Rewrite(dst, batches, func(rec *records.Record) (bool, error) {
+	rw := r.rw
+	rw.SplitBytes = limit
+	out, changed, err := rw.Rewrite(dst, batches, func(rec *records.Record) (bool, error) {
 		if _, ok := rec.Header(envelope.HeaderKey); ok {
 			return false, errAlreadyEncrypted
 		}
