@@ -48,6 +48,10 @@ type Config struct {
 	Tokenize *Tokenize `json:"tokenize,omitempty"`
 	// Audit configures the audit log.
 	Audit *Audit `json:"audit,omitempty"`
+	// Produce also decides Produce requests (input.operation "produce"):
+	// a partition holding a record the decision drops is refused with
+	// POLICY_VIOLATION.
+	Produce bool `json:"produce,omitempty"`
 }
 
 // Tokenize is the key of the tokenize action.

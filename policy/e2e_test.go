@@ -3,8 +3,10 @@ package policy_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -35,7 +37,7 @@ func principalFromClientID() *interceptor.Interceptor {
 		return nil
 	}
 	return &interceptor.Interceptor{Name: "test-principal", Hooks: []interceptor.Hook{
-		{Key: 1, Request: set}, {Key: 78, Request: set},
+		{Key: 0, Request: set}, {Key: 1, Request: set}, {Key: 78, Request: set},
 	}}
 }
 
@@ -311,5 +313,70 @@ func TestShareGroup(t *testing.T) {
 	}
 	if straittest.Counter(t, s.Registry, "strait_requests_total", "api", "ShareFetch") == 0 {
 		t.Fatal("no ShareFetch went through Strait")
+	}
+}
+
+// TestProduce: with produce: true, a partition holding a record the policy
+// refuses gets POLICY_VIOLATION, the other partitions of the same request
+// are written; a producer the policy does not know writes nothing.
+func TestProduce(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cluster := straittest.Cluster(t, kfake.NumBrokers(1), kfake.SeedTopics(2, "orders"))
+	dir := t.TempDir()
+	pol := dir + "/p.rego"
+	straittest.Must(t, os.WriteFile(pol, []byte(`package strait
+default decision := {"drop": true}
+decision := {} if {
+	input.operation == "produce"
+	input.principal.name == "order-service"
+	input.value.country
+}
+decision := {"default": "clear"} if input.operation == "fetch"
+`), 0o644), "policy")
+	topics := metadata.NewTopicNames()
+	ic, err := policy.New(policy.Config{Policies: []string{pol}, Produce: true}, policy.Env{Topics: topics})
+	straittest.Must(t, err, "policy")
+	s := straittest.StartOpts(t, cluster.ListenAddrs(), proxy.Options{
+		Interceptors: []*interceptor.Interceptor{principalFromClientID(), ic}, Topics: topics}, nil)
+	producer := func(who string) *kgo.Client {
+		cl, err := kgo.NewClient(kgo.SeedBrokers(s.Bootstrap), kgo.ClientID(who), kgo.RecordPartitioner(kgo.ManualPartitioner()),
+			kgo.DisableIdempotentWrite(), kgo.RecordRetries(1))
+		straittest.Must(t, err, "producer")
+		t.Cleanup(cl.Close)
+		return cl
+	}
+	svc := producer("order-service")
+	res := svc.ProduceSync(ctx,
+		&kgo.Record{Topic: "orders", Partition: 0, Value: []byte(`{"country":"usa","itemid":"ok-1"}`)},
+		&kgo.Record{Topic: "orders", Partition: 1, Value: []byte(`{"itemid":"no-country"}`)},
+	)
+	for _, r := range res {
+		switch r.Record.Partition {
+		case 0:
+			straittest.Must(t, r.Err, "allowed partition")
+		case 1:
+			if !errors.Is(r.Err, kerr.PolicyViolation) {
+				t.Fatalf("refused partition: %v, want POLICY_VIOLATION", r.Err)
+			}
+		}
+	}
+	if err := producer("mallory").ProduceSync(ctx, &kgo.Record{Topic: "orders", Partition: 0, Value: []byte(`{"country":"usa","itemid":"evil"}`)}).FirstErr(); !errors.Is(err, kerr.PolicyViolation) {
+		t.Fatalf("mallory: %v, want POLICY_VIOLATION", err)
+	}
+	// What the cluster holds: only the allowed record.
+	direct, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()[0]))
+	straittest.Must(t, err, "client")
+	defer direct.Close()
+	ends, err := kadm.NewClient(direct).ListEndOffsets(ctx, "orders")
+	straittest.Must(t, err, "end offsets")
+	e0, _ := ends.Lookup("orders", 0)
+	e1, _ := ends.Lookup("orders", 1)
+	if e0.Offset != 1 || e1.Offset != 0 {
+		t.Fatalf("end offsets %d, %d: want 1, 0 (only the allowed record written)", e0.Offset, e1.Offset)
+	}
+	v, _ := consumeAll(t, ctx, cluster.ListenAddrs()[0], "reader", "g-produce", "orders", "ok-1")
+	if len(v.values) != 1 || !strings.Contains(v.values[0], "ok-1") {
+		t.Fatalf("stored: %v", v.values)
 	}
 }

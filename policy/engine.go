@@ -42,7 +42,7 @@ type reads struct {
 	whole                                 bool // input itself, or a dynamic key of it
 	principal, attrs                      bool
 	clientID, clientAddr, listener, topic bool
-	partition, classifications            bool
+	partition, classifications, operation bool
 	offset, timestamp                     bool
 	key                                   bool
 	headers                               bool     // all headers
@@ -241,6 +241,8 @@ func analyze(c *ast.Compiler, q ast.Ref) (reads, error) {
 			rd.partition = true
 		case "classifications":
 			rd.classifications = true
+		case "operation":
+			rd.operation = true
 		case "offset":
 			rd.offset = true
 		case "timestamp":

@@ -45,7 +45,7 @@ type partCtx struct {
 	key []byte
 }
 
-func newPartCtx(rd *reads, c *Conn, topic string, partition int32, ti *topicInfo) *partCtx {
+func newPartCtx(rd *reads, c *Conn, op, topic string, partition int32, ti *topicInfo) *partCtx {
 	pc := &partCtx{conn: c, topic: topic, partition: partition, ti: ti}
 	p := c.Principal
 	attrs := make([][2]*ast.Term, 0, len(p.Attrs))
@@ -65,6 +65,7 @@ func newPartCtx(rd *reads, c *Conn, topic string, partition int32, ti *topicInfo
 		ast.Item(ast.StringTerm("topic"), ast.StringTerm(topic)),
 		ast.Item(ast.StringTerm("partition"), ast.IntNumberTerm(int(partition))),
 		ast.Item(ast.StringTerm("classifications"), ast.NewTerm(cls)),
+		ast.Item(ast.StringTerm("operation"), ast.StringTerm(op)),
 	}
 	// The topic is always in the key: a compiled decision depends on the
 	// topic's catalog entry.
@@ -94,6 +95,9 @@ func newPartCtx(rd *reads, c *Conn, topic string, partition int32, ti *topicInfo
 	}
 	if rd.whole || rd.partition {
 		k = binary.AppendVarint(k, int64(partition))
+	}
+	if rd.whole || rd.operation {
+		k = appendPart(k, op)
 	}
 	pc.key = k
 	return pc
@@ -281,6 +285,7 @@ func Input(c Conn, topic string, partition int32, cat *Catalog, r *Record) map[s
 		"topic":           topic,
 		"partition":       partition,
 		"classifications": ti.input,
+		"operation":       "fetch",
 	}
 	if r != nil {
 		m["offset"], m["timestamp"] = r.Offset, r.Timestamp

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -136,14 +137,23 @@ func (p *Policy) Revision() string { return p.st.Load().c.Revision }
 
 // Interceptor returns the interceptor.
 func (p *Policy) Interceptor() *interceptor.Interceptor {
+	hooks := []interceptor.Hook{
+		{Key: 1, Response: p.onFetch},
+		{Key: 78, Response: p.onShareFetch},
+	}
+	// Fetch v4+ (older versions make brokers down-convert to message sets
+	// the policy cannot rewrite); Produce v3+ (record batches of magic 2).
+	requires := []interceptor.VersionRange{{Key: 1, Min: 4, Max: math.MaxInt16}}
+	if p.cfg.Produce {
+		hooks = append(hooks, interceptor.Hook{Key: 0, MinVersion: 3, Request: p.onProduce, Response: p.mergeProduce})
+		requires = append(requires, interceptor.VersionRange{Key: 0, Min: 3, Max: math.MaxInt16})
+	}
 	return &interceptor.Interceptor{
-		Name: Name,
-		Hooks: []interceptor.Hook{
-			{Key: 1, Response: p.onFetch},
-			{Key: 78, Response: p.onShareFetch},
-		},
-		Files: p.files(),
-		Close: p.Close,
+		Name:     Name,
+		Hooks:    hooks,
+		Requires: requires,
+		Files:    p.files(),
+		Close:    p.Close,
 	}
 }
 
@@ -296,7 +306,7 @@ func (p *Policy) partition(ctx context.Context, rt *runtime, ap *applier, ar *ar
 	conn *Conn, topic string, part int32, batches []byte) ([]byte, bool, error) {
 	rd := &rt.c.reads
 	ti := rt.topic(topic)
-	pc := newPartCtx(rd, conn, topic, part, ti)
+	pc := newPartCtx(rd, conn, "fetch", topic, part, ti)
 	b := batchAudit{first: -1, last: -1}
 
 	// Message sets of magic 0/1 would pass the rewriter unseen: refuse.
@@ -331,36 +341,7 @@ func (p *Policy) partition(ctx context.Context, rt *runtime, ap *applier, ar *ar
 		b.span(off, off)
 		d := whole
 		if d == nil {
-			var vals [][]byte
-			k := key
-			// What the policy reads of the value: the value itself, or
-			// for Protobuf its canonical JSON.
-			readVal := rec.Value
-			var err error
-			if ti.isProto() && readVal != nil && (rd.whole || rd.value || len(rd.valuePaths) > 0) {
-				readVal, err = protoJSON(ti.tf, readVal)
-			}
-			if err == nil && len(rd.valuePaths) > 0 && readVal != nil {
-				var w fields.Walker
-				w, err = ti.valueWalker(rd)
-				if err == nil {
-					vals, err = ap.extract(w, rd.valuePaths, readVal)
-				}
-			}
-			if err != nil {
-				p.m.failures.WithLabelValues("value").Inc()
-				p.burst.error("record failed closed: the fields the policy reads could not be found", "topic", topic, "partition", part, "offset", off, "err", err)
-				d = failClosed(p.cfg.OnError, ti, &rt.walkers, "value")
-			}
-			if d == nil {
-				if rd.cacheable() {
-					k = recordKey(k, rd, rec, vals)
-				}
-				d = p.decide(ctx, rt, pc, rec, vals, readVal, k...)
-				if rd.cacheable() {
-					key = k[:len(pc.key)] // reuse the buffer
-				}
-			}
+			d, key = p.recordDecision(ctx, rt, ap, pc, rec, key)
 		}
 		if d.failed != "" {
 			b.failed++
@@ -405,6 +386,44 @@ func (p *Policy) partition(ctx context.Context, rt *runtime, ap *applier, ar *ar
 		return batches, false, nil
 	}
 	return ar.keep(out), true, nil
+}
+
+// recordDecision decides one record: it finds the value fields the policy
+// reads, then asks the cache or OPA. key is the reusable cache key buffer
+// (it starts with the partition's context key); the grown buffer is
+// returned for the next record.
+func (p *Policy) recordDecision(ctx context.Context, rt *runtime, ap *applier, pc *partCtx, rec *records.Record, key []byte) (*decision, []byte) {
+	rd := &rt.c.reads
+	ti := pc.ti
+	var vals [][]byte
+	// What the policy reads of the value: the value itself, or for
+	// Protobuf its canonical JSON.
+	readVal := rec.Value
+	var err error
+	if ti.isProto() && readVal != nil && (rd.whole || rd.value || len(rd.valuePaths) > 0) {
+		readVal, err = protoJSON(ti.tf, readVal)
+	}
+	if err == nil && len(rd.valuePaths) > 0 && readVal != nil {
+		var w fields.Walker
+		w, err = ti.valueWalker(rd)
+		if err == nil {
+			vals, err = ap.extract(w, rd.valuePaths, readVal)
+		}
+	}
+	if err != nil {
+		p.m.failures.WithLabelValues("value").Inc()
+		p.burst.error("record failed closed: the fields the policy reads could not be found", "topic", pc.topic, "partition", pc.partition, "offset", rec.Offset(), "err", err)
+		return failClosed(p.cfg.OnError, ti, &rt.walkers, "value"), key
+	}
+	k := key
+	if rd.cacheable() {
+		k = recordKey(k, rd, rec, vals)
+	}
+	d := p.decide(ctx, rt, pc, rec, vals, readVal, k...)
+	if rd.cacheable() {
+		key = k[:len(pc.key)] // reuse the buffer
+	}
+	return d, key
 }
 
 // recordKey appends the record parts the policy reads to the key.

@@ -1,0 +1,166 @@
+package policy
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/strait-proxy/strait/interceptor"
+	"github.com/strait-proxy/strait/records"
+)
+
+// The Produce side (config produce: true): every record of a partition is
+// decided with input.operation "produce"; if the decision for any of them
+// is to drop it (or no decision can be made), the whole partition is
+// refused with POLICY_VIOLATION and the other partitions go on. A
+// partition is refused whole because its batches carry the producer's
+// sequence numbers: removing one record would break idempotence. Field
+// actions in a produce decision are ignored (records are written as sent;
+// encryption is the encrypt interceptor's job).
+
+type refusedPart struct {
+	topic   string
+	topicID [16]byte
+	part    int32
+	code    int16
+	msg     string
+}
+
+type refusedKey struct{}
+
+func (p *Policy) onProduce(ctx context.Context, x *interceptor.Exchange) error {
+	req := x.Request.(*kmsg.ProduceRequest)
+	rt := p.st.Load()
+	conn := connOf(x)
+	ap := newApplier(p.tok)
+	var fails []refusedPart
+	keptTopics := req.Topics[:0]
+	for _, t := range req.Topics {
+		name := t.Topic
+		if x.Version >= 13 {
+			n, err := p.topics.Resolve(ctx, t.TopicID)
+			if err != nil {
+				for _, pt := range t.Partitions {
+					fails = append(fails, refusedPart{t.Topic, t.TopicID, pt.Partition, kerr.UnknownTopicID.Code, "strait: topic id not resolvable; policy cannot apply"})
+				}
+				p.m.failures.WithLabelValues("topic").Inc()
+				continue
+			}
+			name = n
+		}
+		kept := t.Partitions[:0]
+		for _, pt := range t.Partitions {
+			if why := p.refuseProduce(ctx, rt, ap, conn, name, pt.Partition, pt.Records); why != "" {
+				p.m.records.WithLabelValues("refused").Inc()
+				fails = append(fails, refusedPart{t.Topic, t.TopicID, pt.Partition, kerr.PolicyViolation.Code, "strait: " + why})
+				continue
+			}
+			kept = append(kept, pt)
+		}
+		if t.Partitions = kept; len(kept) > 0 {
+			keptTopics = append(keptTopics, t)
+		}
+	}
+	req.Topics = keptTopics
+	if len(fails) == 0 {
+		return nil
+	}
+	x.MarkModified()
+	if req.Acks == 0 {
+		// No response carries the error: a broker closes the connection of
+		// an acks=0 producer whose produce failed.
+		return fmt.Errorf("%w: acks=0 produce refused by policy: %s", interceptor.ErrClose, fails[0].msg)
+	}
+	if len(req.Topics) == 0 {
+		resp := req.ResponseKind().(*kmsg.ProduceResponse)
+		addRefused(resp, fails)
+		x.Respond(resp)
+		return nil
+	}
+	x.SetValue(refusedKey{}, fails)
+	return nil
+}
+
+// mergeProduce adds the refused partitions to the broker's response.
+func (p *Policy) mergeProduce(_ context.Context, x *interceptor.Exchange) error {
+	fails, _ := x.Value(refusedKey{}).([]refusedPart)
+	if len(fails) == 0 {
+		return nil
+	}
+	addRefused(x.Response.(*kmsg.ProduceResponse), fails)
+	x.MarkModified()
+	return nil
+}
+
+func addRefused(resp *kmsg.ProduceResponse, fails []refusedPart) {
+	for _, f := range fails {
+		var t *kmsg.ProduceResponseTopic
+		for i := range resp.Topics {
+			if resp.Topics[i].Topic == f.topic && resp.Topics[i].TopicID == f.topicID {
+				t = &resp.Topics[i]
+			}
+		}
+		if t == nil {
+			nt := kmsg.NewProduceResponseTopic()
+			nt.Topic, nt.TopicID = f.topic, f.topicID
+			resp.Topics = append(resp.Topics, nt)
+			t = &resp.Topics[len(resp.Topics)-1]
+		}
+		pt := kmsg.NewProduceResponseTopicPartition()
+		pt.Partition, pt.ErrorCode = f.part, f.code
+		msg := f.msg
+		pt.ErrorMessage = &msg
+		t.Partitions = append(t.Partitions, pt)
+	}
+}
+
+// refuseProduce says why a partition's records may not be written ("":
+// they may).
+func (p *Policy) refuseProduce(ctx context.Context, rt *runtime, ap *applier, conn *Conn, topic string, part int32, batches []byte) string {
+	rd := &rt.c.reads
+	ti := rt.topic(topic)
+	pc := newPartCtx(rd, conn, "produce", topic, part, ti)
+	if !rd.record() {
+		d := p.decide(ctx, rt, pc, nil, nil, nil)
+		if d.failed != "" {
+			return "policy could not decide (" + d.failed + ")"
+		}
+		if d.drop {
+			return "policy refuses this producer's records for " + topic
+		}
+		return ""
+	}
+	why := ""
+	key := pc.key
+	err := records.Walk(batches, func(b *records.Batch) error {
+		if b.Partial || b.Magic < 2 {
+			why = "records the policy cannot read"
+			return errStop
+		}
+		if !b.CRCValid() {
+			why = "corrupt batch"
+			return errStop
+		}
+		return p.rw.Records(b, func(rec *records.Record) error {
+			var d *decision
+			d, key = p.recordDecision(ctx, rt, ap, pc, rec, key)
+			switch {
+			case d.failed != "":
+				why = fmt.Sprintf("policy could not decide record %d (%s)", rec.Offset(), d.failed)
+			case d.drop:
+				why = fmt.Sprintf("policy refuses record %d", rec.Offset())
+			default:
+				return nil
+			}
+			return errStop
+		})
+	})
+	if err != nil && why == "" {
+		why = "records could not be read: " + err.Error()
+	}
+	return why
+}
+
+var errStop = fmt.Errorf("stop")
