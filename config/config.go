@@ -40,6 +40,21 @@ type Upstream struct {
 	// MetadataRefresh is how often Strait asks the cluster for its brokers
 	// (to open listeners for new ones and close those of departed ones).
 	MetadataRefresh Duration `json:"metadata_refresh"`
+	// SASL authenticates Strait's own connections to the cluster (the
+	// broker list, topic-id lookups). Client connections are not affected:
+	// they authenticate as themselves, or as their principal through
+	// authswap.
+	SASL *UpstreamSASL `json:"sasl,omitempty"`
+}
+
+// UpstreamSASL is a SASL identity of Strait's own towards the brokers. The
+// password comes from a file (mode-checked like every secret file) or an
+// environment variable, never from the config itself.
+type UpstreamSASL struct {
+	Mechanism    string `json:"mechanism"` // PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512
+	Username     string `json:"username"`
+	PasswordFile string `json:"password_file,omitempty"`
+	PasswordEnv  string `json:"password_env,omitempty"`
 }
 
 // ClientTLS is TLS towards the brokers.

@@ -51,6 +51,20 @@ func (c *Config) Validate() error {
 			add("upstream.endpoint", "a private-link endpoint routes by TLS SNI: set upstream.tls.enabled (flag --upstream-tls)")
 		}
 	}
+	if s := c.Upstream.SASL; s != nil {
+		switch s.Mechanism {
+		case "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512":
+		default:
+			add("upstream.sasl.mechanism", "%q is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512", s.Mechanism)
+		}
+		if s.Username == "" {
+			add("upstream.sasl.username", "required")
+		}
+		if (s.PasswordFile == "") == (s.PasswordEnv == "") {
+			add("upstream.sasl", "set exactly one of password_file and password_env")
+		}
+		file("upstream.sasl.password_file", s.PasswordFile)
+	}
 	t := c.Upstream.TLS
 	file("upstream.tls.ca_file", t.CAFile)
 	file("upstream.tls.cert_file", t.CertFile)

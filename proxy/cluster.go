@@ -5,10 +5,18 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/sasl"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
+
+	"github.com/strait-proxy/strait/config"
+	"github.com/strait-proxy/strait/internal/secfile"
 )
 
 // apiVersions is the cluster's ApiVersions answer and the clamped key list
@@ -22,13 +30,44 @@ type apiVersions struct {
 // the brokers and for topic-id lookups. It dials as sessions do (TLS,
 // private-link endpoint) and connects only when first used.
 func (s *Server) newClusterClient() (*kgo.Client, error) {
-	return kgo.NewClient(
+	opts := []kgo.Opt{
 		kgo.SeedBrokers(s.cfg.Upstream.Bootstrap...),
 		kgo.Dialer(func(ctx context.Context, _, host string) (net.Conn, error) { return s.dialer.dial(ctx, host) }),
 		kgo.ClientID("strait"),
 		kgo.MetadataMinAge(time.Second),
 		kgo.RequestTimeoutOverhead(s.cfg.Upstream.DialTimeout.D()),
-	)
+	}
+	if c := s.cfg.Upstream.SASL; c != nil {
+		m, err := upstreamSASL(*c)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, kgo.SASL(m))
+	}
+	return kgo.NewClient(opts...)
+}
+
+// upstreamSASL is the mechanism of upstream.sasl, its password read now.
+func upstreamSASL(c config.UpstreamSASL) (sasl.Mechanism, error) {
+	var pass string
+	if c.PasswordFile != "" {
+		b, err := secfile.Read(c.PasswordFile, 64<<10)
+		if err != nil {
+			return nil, fmt.Errorf("upstream.sasl.password_file: %w", err)
+		}
+		pass = strings.TrimSpace(string(b))
+	} else if pass = os.Getenv(c.PasswordEnv); pass == "" {
+		return nil, fmt.Errorf("upstream.sasl.password_env: $%s is empty or unset", c.PasswordEnv)
+	}
+	switch c.Mechanism {
+	case "PLAIN":
+		return plain.Auth{User: c.Username, Pass: pass}.AsMechanism(), nil
+	case "SCRAM-SHA-256":
+		return scram.Auth{User: c.Username, Pass: pass}.AsSha256Mechanism(), nil
+	case "SCRAM-SHA-512":
+		return scram.Auth{User: c.Username, Pass: pass}.AsSha512Mechanism(), nil
+	}
+	return nil, fmt.Errorf("upstream.sasl.mechanism: %q", c.Mechanism) // validated before
 }
 
 // watchCluster keeps Strait's view of the cluster fresh: ApiVersions (what to
