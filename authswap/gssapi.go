@@ -7,15 +7,11 @@ import (
 	"time"
 
 	"github.com/strait-proxy/strait/authswap/gssapi"
-	"github.com/strait-proxy/strait/authswap/internal/secfile"
 	"github.com/strait-proxy/strait/authswap/sasl"
 )
 
 // newGSSAPI is the Kerberos acceptor as a sasl.Mechanism.
 func newGSSAPI(c GSSAPIConfig) (sasl.Mechanism, error) {
-	if _, err := secfile.Read(c.KeytabFile); err != nil {
-		return nil, err
-	}
 	acc, err := gssapi.NewAcceptor(c.KeytabFile, c.ServicePrincipal)
 	if err != nil {
 		return nil, err

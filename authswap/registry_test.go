@@ -45,7 +45,7 @@ func TestRegistryConfig(t *testing.T) {
 		{"    sasl: {mechanism: [PLAIN], users_file: " + users + "}\n", "interceptors[0].config.sasl.mechanism: unknown key", ""},
 		{"    credentials: {file: " + goodCreds + ", vault: {address: x, token: abc}}\n", "interceptors[0].config.credentials.vault.token: unknown key", ""},
 		{"    sasl: {mechanisms: [PLAIN], users_file: /nonexistent/users.yaml}\n", "interceptors[0].config.sasl.users_file: stat /nonexistent/users.yaml", ""},
-		{"    credentials: {file: " + write("open.yaml", "principals: {}", 0o644) + "}\n", "interceptors[0].config.credentials.file: " + dir + "/open.yaml has mode 0644", ""},
+		{"    credentials: {file: " + write("open.yaml", "principals: {}", 0o644) + "}\n", "interceptors[0].config.credentials.file: insecure permissions on a secret file: " + dir + "/open.yaml has mode 0644", ""},
 		{"    credentials: {file: " + write("bad.yaml", "principals: {alice: {username: u, pasword: leaked-pw-9d}}", 0o600) + "}\n", "interceptors[0].config.credentials.file:", "leaked-pw-9d"},
 		{"    credentials: {file: " + write("bad2.yaml", "principals: {alice: {username: u, password: [leaked-pw-9e]}}", 0o600) + "}\n", "interceptors[0].config.credentials.file:", "leaked-pw-9e"},
 		{"    sasl: {mechanisms: [PLAIN], users_file: " + write("u.yaml", "users: {alice: {plain: leaked-pw-9f}}", 0o600) + "}\n", "interceptors[0].config.sasl.users_file: " + dir + "/u.yaml: users.alice.plain: not a bcrypt hash", "leaked-pw-9f"},

@@ -18,7 +18,7 @@ import (
 	"golang.org/x/sync/singleflight"
 	"sigs.k8s.io/yaml"
 
-	"github.com/strait-proxy/strait/authswap/internal/secfile"
+	"github.com/strait-proxy/strait/internal/secfile"
 )
 
 // Credentials authenticate one principal upstream.

@@ -16,7 +16,7 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 
-	"github.com/strait-proxy/strait/authswap/internal/secfile"
+	"github.com/strait-proxy/strait/internal/secfile"
 )
 
 // OAUTHBEARER is the mechanism name.

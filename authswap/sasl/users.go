@@ -15,7 +15,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 	"sigs.k8s.io/yaml"
 
-	"github.com/strait-proxy/strait/authswap/internal/secfile"
+	"github.com/strait-proxy/strait/internal/secfile"
 )
 
 // Users is the parsed credentials file of the clients Strait authenticates:

@@ -1,6 +1,3 @@
-// Package secfile reads files that hold secrets (password hashes, upstream
-// credentials): refused when others may read them or the group may write
-// them, and reloaded when they change on disk.
 package secfile
 
 import (
@@ -10,26 +7,8 @@ import (
 	"time"
 )
 
-// Read returns the contents of path after checking its mode: no access for
-// others, no write for the group (0600, 0640 and 0400 are fine; Kubernetes
-// secret volumes need defaultMode 0440 or stricter).
-func Read(path string) ([]byte, error) {
-	st, err := os.Stat(path)
-	if err != nil {
-		return nil, err
-	}
-	if err := checkMode(path, st); err != nil {
-		return nil, err
-	}
-	return os.ReadFile(path)
-}
-
-func checkMode(path string, st os.FileInfo) error {
-	if m := st.Mode().Perm(); m&0o027 != 0 {
-		return fmt.Errorf("%s has mode %#o: a file of secrets must not be readable by others nor writable by its group (chmod 600)", path, m)
-	}
-	return nil
-}
+// maxWatched bounds a watched file: users files, credential files, JWKS.
+const maxWatched = 16 << 20
 
 // Watched is a parsed secret file, re-read when its size or modification
 // time changes. A change that fails to load keeps the previous contents and
@@ -111,5 +90,5 @@ func (w *Watched[T]) read() ([]byte, error) {
 	if w.public {
 		return os.ReadFile(w.path)
 	}
-	return Read(w.path)
+	return Read(w.path, maxWatched)
 }
