@@ -6,7 +6,7 @@ PKGS      := ./...
 TEST_TIMEOUT ?= 25m
 FUZZTIME  ?= 50000x
 
-.PHONY: build test demo bench fuzz lint clean
+.PHONY: build test demo bench fuzz lint clean chaos
 
 build:
 	$(GO) build -o $(BIN) ./cmd/strait
@@ -27,6 +27,14 @@ demo:
 
 bench: build
 	STRAIT_BIN=$(CURDIR)/$(BIN) $(GO) run ./cmd/strait-bench
+
+# The long chaos run (test/chaos, docs/reliability.md): producers and
+# consumers through encrypting/decrypting Strait while brokers, the KMS and
+# Strait itself fail, for CHAOS_DURATION. `make test` runs the same test for
+# 50s. STRAIT_CHAOS_SEED repeats a schedule.
+CHAOS_DURATION ?= 5m
+chaos: build
+	STRAIT_BIN=$(CURDIR)/$(BIN) STRAIT_CHAOS_DURATION=$(CHAOS_DURATION) $(GO) test -count=1 -run TestChaos -v -timeout 20m ./test/chaos/
 
 # Runs every fuzz target for FUZZTIME each.
 fuzz:

@@ -1,0 +1,561 @@
+package chaos
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+)
+
+var (
+	straitBin    string
+	straitBinErr error
+	inCI         = os.Getenv("CI") == "true"
+)
+
+func TestMain(m *testing.M) {
+	var cleanup func()
+	straitBin, cleanup, straitBinErr = findOrBuildStrait()
+	code := m.Run()
+	if cleanup != nil {
+		cleanup()
+	}
+	os.Exit(code)
+}
+
+// findOrBuildStrait returns $STRAIT_BIN, or builds ./cmd/strait into a
+// temporary directory (as test/interop does).
+func findOrBuildStrait() (string, func(), error) {
+	if p := os.Getenv("STRAIT_BIN"); p != "" {
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			return "", nil, err
+		}
+		if _, err := os.Stat(abs); err != nil {
+			return "", nil, fmt.Errorf("STRAIT_BIN=%s: %w", p, err)
+		}
+		return abs, nil, nil
+	}
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", nil, err
+	}
+	root := filepath.Clean(filepath.Join(wd, "..", ".."))
+	if _, err := os.Stat(filepath.Join(root, "cmd", "strait")); err != nil {
+		return "", nil, fmt.Errorf("no ./cmd/strait in %s and STRAIT_BIN unset", root)
+	}
+	dir, err := os.MkdirTemp("", "strait-chaos-bin-")
+	if err != nil {
+		return "", nil, err
+	}
+	bin := filepath.Join(dir, "strait")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/strait")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		os.RemoveAll(dir)
+		return "", nil, fmt.Errorf("go build ./cmd/strait: %v\n%s", err, out)
+	}
+	return bin, func() { os.RemoveAll(dir) }, nil
+}
+
+// missing reports a missing prerequisite: a loud skip locally, a failure in
+// CI (CI=true).
+func missing(t testing.TB, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	if inCI {
+		t.Fatalf("MISSING PREREQUISITE (fatal because CI=true): %s", msg)
+	}
+	t.Skipf("!!! SKIPPED: MISSING PREREQUISITE: %s !!!", msg)
+}
+
+// freePorts returns n distinct TCP ports on 127.0.0.1 that were free a
+// moment ago (all listeners held open together so none repeats).
+func freePorts(t testing.TB, n int) []int {
+	t.Helper()
+	var lns []net.Listener
+	defer func() {
+		for _, l := range lns {
+			l.Close()
+		}
+	}()
+	var out []int
+	for i := 0; i < n; i++ {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("free port: %v", err)
+		}
+		lns = append(lns, ln)
+		out = append(out, ln.Addr().(*net.TCPAddr).Port)
+	}
+	return out
+}
+
+// listenRetry listens on addr, retrying briefly: a port just released (a
+// killed process, a closed kfake broker) is normally reusable at once, but
+// the kernel may take a moment.
+func listenRetry(addr string) (net.Listener, error) {
+	var err error
+	for i := 0; i < 100; i++ {
+		var ln net.Listener
+		if ln, err = net.Listen("tcp", addr); err == nil {
+			return ln, nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return nil, err
+}
+
+// ---------------------------------------------------------------- kfake
+
+// trackedListener remembers the connections it accepted so that killing a
+// broker also cuts the clients already connected to it (kfake's RemoveNode
+// only closes the listener).
+type trackedListener struct {
+	net.Listener
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	killed bool
+}
+
+type trackedConn struct {
+	net.Conn
+	l    *trackedListener
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.l.mu.Lock()
+		delete(c.l.conns, c.Conn)
+		c.l.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+func (l *trackedListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.killed {
+		c.Close()
+		return nil, net.ErrClosed
+	}
+	l.conns[c] = struct{}{}
+	return &trackedConn{Conn: c, l: l}, nil
+}
+
+// kill closes the listener and every connection it accepted.
+func (l *trackedListener) kill() {
+	l.mu.Lock()
+	l.killed = true
+	for c := range l.conns {
+		c.Close()
+	}
+	l.conns = map[net.Conn]struct{}{}
+	l.mu.Unlock()
+	l.Listener.Close()
+}
+
+// cluster is a 3-broker kfake cluster on fixed ports with its state on disk
+// (DataDir), so that brokers can be killed and come back on the same port
+// and the whole cluster can be shut down and started again with its data.
+type cluster struct {
+	dir    string
+	ports  []int
+	topics []string
+
+	mu  sync.Mutex
+	c   *kfake.Cluster
+	lns map[int]*trackedListener // by port
+}
+
+func newCluster(dir string, ports []int, topics []string) (*cluster, error) {
+	k := &cluster{dir: dir, ports: ports, topics: topics, lns: map[int]*trackedListener{}}
+	return k, k.start(true)
+}
+
+func (k *cluster) listen(network, addr string) (net.Listener, error) {
+	ln, err := listenRetry(addr)
+	if err != nil {
+		return nil, err
+	}
+	tl := &trackedListener{Listener: ln, conns: map[net.Conn]struct{}{}}
+	_, p, _ := net.SplitHostPort(addr)
+	port, _ := strconv.Atoi(p)
+	k.mu.Lock()
+	k.lns[port] = tl
+	k.mu.Unlock()
+	return tl, nil
+}
+
+func (k *cluster) start(seed bool) error {
+	opts := []kfake.Opt{
+		kfake.NumBrokers(len(k.ports)), kfake.Ports(k.ports...), kfake.ListenFn(k.listen),
+		kfake.DataDir(k.dir), kfake.AllowAutoTopicCreation(),
+	}
+	if seed {
+		opts = append(opts, kfake.SeedTopics(3, k.topics...))
+	}
+	c, err := kfake.NewCluster(opts...)
+	if err != nil {
+		return err
+	}
+	k.mu.Lock()
+	k.c = c
+	k.mu.Unlock()
+	return nil
+}
+
+// Addrs are the brokers' addresses (stable across restarts).
+func (k *cluster) Addrs() []string {
+	out := make([]string, len(k.ports))
+	for i, p := range k.ports {
+		out[i] = net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
+	}
+	return out
+}
+
+func (k *cluster) current() *kfake.Cluster {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.c
+}
+
+func (k *cluster) cutPort(port int) {
+	k.mu.Lock()
+	tl := k.lns[port]
+	k.mu.Unlock()
+	if tl != nil {
+		tl.kill()
+	}
+}
+
+// killNode removes broker node (its listener and every connection to it);
+// its partitions move to the others.
+func (k *cluster) killNode(node int32) error {
+	if err := k.current().RemoveNode(node); err != nil {
+		return err
+	}
+	k.cutPort(k.ports[node])
+	return nil
+}
+
+// restoreNode brings node back on its port.
+func (k *cluster) restoreNode(node int32) error {
+	_, _, err := k.current().AddNode(node, k.ports[node])
+	return err
+}
+
+// restart shuts the whole cluster down (kfake persists its state to the
+// data directory), cuts every connection, and starts it again from disk on
+// the same ports.
+func (k *cluster) restart(down time.Duration) error {
+	k.current().Close()
+	for _, p := range k.ports {
+		k.cutPort(p)
+	}
+	time.Sleep(down)
+	return k.start(false)
+}
+
+func (k *cluster) Close() { k.current().Close() }
+
+// ---------------------------------------------------------------- strait
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// strait is one Strait (the real binary), restartable on the same ports.
+type strait struct {
+	name      string
+	args      []string
+	env       []string
+	Bootstrap string
+	Base      int
+	Admin     string
+	out       *syncBuffer
+
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	exited chan struct{}
+	starts int
+}
+
+func newStrait(t testing.TB, name string, upstream []string, env []string, extra ...string) *strait {
+	ports := freePorts(t, 2)
+	s := &strait{
+		name:      name,
+		env:       env,
+		Bootstrap: net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0])),
+		Admin:     net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[1])),
+		out:       &syncBuffer{},
+	}
+	s.Base = freeBase(t, 3)
+	s.args = append([]string{"run", "--upstream", strings.Join(upstream, ","), "--admin-listen", s.Admin,
+		"--listen", s.Bootstrap, "--broker-port-base", strconv.Itoa(s.Base), "--advertise-host", "127.0.0.1"}, extra...)
+	t.Cleanup(func() {
+		s.stop(t)
+		if t.Failed() || os.Getenv("STRAIT_CHAOS_LOG") == "1" {
+			t.Logf("---- %s strait output ----\n%s---- end of %s strait output ----", s.name, tail(s.out.String(), 20000), s.name)
+		}
+	})
+	return s
+}
+
+// freeBase returns base such that base..base+n-1 are free.
+func freeBase(t testing.TB, n int) int {
+	t.Helper()
+	for i := 0; i < 200; i++ {
+		p := freePorts(t, 1)[0]
+		if p+n > 65535 {
+			continue
+		}
+		ok := true
+		var lns []net.Listener
+		for j := 0; j < n && ok; j++ {
+			ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p+j)))
+			if err != nil {
+				ok = false
+				break
+			}
+			lns = append(lns, ln)
+		}
+		for _, l := range lns {
+			l.Close()
+		}
+		if ok {
+			return p
+		}
+	}
+	t.Fatal("no free port range")
+	return 0
+}
+
+func (s *strait) start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.starts++
+	fmt.Fprintf(s.out, "==== %s start #%d at %s ====\n", s.name, s.starts, time.Now().UTC().Format(time.RFC3339Nano))
+	cmd := exec.Command(straitBin, s.args...)
+	cmd.Env = append(os.Environ(), s.env...)
+	cmd.Stdout, cmd.Stderr = s.out, s.out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	s.cmd, s.exited = cmd, exited
+	return nil
+}
+
+func (s *strait) proc() (*exec.Cmd, chan struct{}) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cmd, s.exited
+}
+
+// Running reports whether the current process is alive.
+func (s *strait) Running() bool {
+	_, exited := s.proc()
+	if exited == nil {
+		return false
+	}
+	select {
+	case <-exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// kill SIGKILLs the process and waits for it.
+func (s *strait) kill() {
+	cmd, exited := s.proc()
+	if cmd == nil {
+		return
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	<-exited
+}
+
+// stop sends SIGTERM, then SIGKILL after 10s.
+func (s *strait) stop(t testing.TB) {
+	cmd, exited := s.proc()
+	if cmd == nil {
+		return
+	}
+	select {
+	case <-exited:
+		return
+	default:
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		t.Errorf("%s strait did not exit within 10s of SIGTERM; killing it", s.name)
+		cmd.Process.Kill()
+		<-exited
+	}
+}
+
+func (s *strait) waitReady(d time.Duration) error {
+	deadline := time.Now().Add(d)
+	var last string
+	for time.Now().Before(deadline) {
+		if !s.Running() {
+			return fmt.Errorf("%s strait exited before it was ready", s.name)
+		}
+		code, body, err := s.get("/readyz")
+		if err == nil && code == http.StatusOK {
+			return nil
+		}
+		if err != nil {
+			last = err.Error()
+		} else {
+			last = fmt.Sprintf("HTTP %d %q", code, body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("%s strait: /readyz not 200 after %v (last: %s)", s.name, d, last)
+}
+
+func (s *strait) get(path string) (int, string, error) {
+	c := http.Client{Timeout: 3 * time.Second}
+	resp, err := c.Get("http://" + s.Admin + path)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	return resp.StatusCode, string(b), nil
+}
+
+// metrics scrapes /metrics.
+func (s *strait) metrics() (metrics, error) {
+	code, body, err := s.get("/metrics")
+	if err != nil {
+		return nil, err
+	}
+	if code != http.StatusOK {
+		return nil, fmt.Errorf("GET /metrics: HTTP %d", code)
+	}
+	return parseMetrics(body), nil
+}
+
+// metrics are Prometheus text samples: "name{labels}" → value.
+type metrics map[string]float64
+
+func parseMetrics(body string) metrics {
+	m := metrics{}
+	sc := bufio.NewScanner(strings.NewReader(body))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		// name{labels} value [timestamp]; label values hold no spaces here.
+		var series, val string
+		if i := strings.LastIndexByte(line, '}'); i >= 0 {
+			series = line[:i+1]
+			val = strings.TrimSpace(line[i+1:])
+		} else {
+			f := strings.Fields(line)
+			if len(f) < 2 {
+				continue
+			}
+			series, val = f[0], f[1]
+		}
+		if f := strings.Fields(val); len(f) > 0 {
+			val = f[0]
+		}
+		v, err := strconv.ParseFloat(val, 64)
+		if err != nil {
+			continue
+		}
+		m[series] = v
+	}
+	return m
+}
+
+// sum adds the samples of metric name whose labels contain every one of
+// the given fragments (e.g. `result="error"`).
+func (m metrics) sum(name string, with ...string) float64 {
+	var total float64
+	for series, v := range m {
+		n := series
+		labels := ""
+		if i := strings.IndexByte(series, '{'); i >= 0 {
+			n, labels = series[:i], series[i:]
+		}
+		if n != name {
+			continue
+		}
+		ok := true
+		for _, w := range with {
+			if !strings.Contains(labels, w) {
+				ok = false
+			}
+		}
+		if ok {
+			total += v
+		}
+	}
+	return total
+}
+
+// has reports whether metric name is exported at all.
+func (m metrics) has(name string) bool {
+	for series := range m {
+		if series == name || strings.HasPrefix(series, name+"{") {
+			return true
+		}
+	}
+	return false
+}
+
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return "…" + s[len(s)-n:]
+}
+
+var errStopped = errors.New("stopped")
