@@ -13,12 +13,18 @@ import (
 	"github.com/strait-proxy/strait/internal/testpki"
 )
 
-// kcat (librdkafka) consumers with client certificates read through the
-// policy interceptor of the real binary: each principal gets its view, and
-// `kcat -e` reaches the end of the partition although the last batch is
-// dropped whole for one of them (empty batches, compacted-topic shape).
-func TestPolicyKcatViews(t *testing.T) {
-	need(t, "kcat")
+type policySetup struct {
+	p      *proxy
+	ca     *testpki.CA
+	orders []string
+	tail   string
+}
+
+// startPolicy runs the real binary with authswap (mTLS principals) and the
+// policy in front of kfake, and writes usa and brazil orders to one
+// partition, the last batch brazil only.
+func startPolicy(t *testing.T) *policySetup {
+	t.Helper()
 	if directMode {
 		t.Skip("STRAIT_INTEROP_DIRECT=1: this test checks Strait's policy itself")
 	}
@@ -85,6 +91,17 @@ topics:
 	if err := cl.ProduceSync(ctx, &kgo.Record{Key: []byte("k"), Value: []byte(tail)}, &kgo.Record{Key: []byte("k"), Value: []byte(tail)}).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
+	return &policySetup{p: p, ca: ca, orders: orders, tail: tail}
+}
+
+// kcat (librdkafka) consumers with client certificates read through the
+// policy interceptor of the real binary: each principal gets its view, and
+// `kcat -e` reaches the end of the partition although the last batch is
+// dropped whole for one of them (empty batches, compacted-topic shape).
+func TestPolicyKcatViews(t *testing.T) {
+	need(t, "kcat")
+	s := startPolicy(t)
+	p, ca, orders, tail := s.p, s.ca, s.orders, s.tail
 
 	consume := func(cn string) []string {
 		c, k := ca.Leaf(t, cn)
@@ -113,4 +130,25 @@ topics:
 		t.Fatalf("mallory via kcat: %q", none)
 	}
 	p.assertThrough(t, "Fetch")
+}
+
+// confluent-kafka-python in a consumer group over mTLS: us-financial's
+// view; the end of the partition (5) is reached past the dropped brazil
+// tail; the group commits what it consumed (3: librdkafka commits the last
+// consumed offset + 1, and re-reads the empty batch after a restart).
+func TestPolicyConfluentKafkaPython(t *testing.T) {
+	need(t, "confluent_kafka")
+	s := startPolicy(t)
+	cert, key := s.ca.Leaf(t, "us-financial")
+	r := mustRun(t, defaultTimeout, "", nil, pythonBin, filepath.Join(interopDir, "py", "confluent_policy.py"),
+		s.p.Bootstrap, "policy-kcat", "py-us", s.ca.CertFile, cert, key)
+	want := strings.Join([]string{
+		`0 {"name":null,"country":null,"account":"678900000234","itemid":"A-1"}`,
+		`2 {"name":null,"country":null,"account":"111100002222","itemid":"A-2"}`,
+		"eof 5",
+		"committed 3",
+	}, "\n")
+	if got := strings.Join(lines(r.Stdout), "\n"); got != want {
+		t.Fatalf("confluent-kafka-python:\n%s\nwant\n%s\n%s", got, want, tail(r.Stderr, 2000))
+	}
 }
