@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/strait-proxy/strait/config/duration"
 )
 
 // Config is the whole file. YAML keys are the json tags.
@@ -228,26 +230,7 @@ type Errors []string
 
 func (e Errors) Error() string { return strings.Join(e, "\n") }
 
-// Duration is a time.Duration written as "10s", "5m" in YAML.
-type Duration time.Duration
-
-// D returns the time.Duration.
-func (d Duration) D() time.Duration { return time.Duration(d) }
-
-// UnmarshalJSON accepts a Go duration string.
-func (d *Duration) UnmarshalJSON(b []byte) error {
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		s = string(b)
-	}
-	v, err := time.ParseDuration(s)
-	if err != nil {
-		// A type error, so that the decoder adds the key's path.
-		return &json.UnmarshalTypeError{Value: fmt.Sprintf("%q", s), Type: reflect.TypeFor[Duration]()}
-	}
-	*d = Duration(v)
-	return nil
-}
-
-// MarshalJSON writes a Go duration string.
-func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+// Duration is a time.Duration written as "10s", "5m" in YAML: the one type
+// every config block uses (package duration, so that the key-store
+// packages can use it without importing the application's config).
+type Duration = duration.Duration

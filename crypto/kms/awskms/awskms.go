@@ -27,6 +27,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
 	"github.com/aws/smithy-go"
 
+	"github.com/strait-proxy/strait/config/duration"
 	"github.com/strait-proxy/strait/crypto/kms"
 )
 
@@ -62,13 +63,13 @@ type Config struct {
 	// makes existing wrapped keys undecryptable.
 	EncryptionContext map[string]string `json:"encryption_context,omitempty"`
 	// Timeout bounds one provider call, retries included (default 5s).
-	Timeout Duration `json:"timeout,omitempty"`
+	Timeout duration.Duration `json:"timeout,omitempty"`
 	// MaxAttempts bounds SDK attempts per call, first one included
 	// (default 3; 1 disables retries).
 	MaxAttempts int `json:"max_attempts,omitempty"`
 	// MaxBackoff caps the SDK's jittered backoff between attempts
 	// (default 1s).
-	MaxBackoff Duration `json:"max_backoff,omitempty"`
+	MaxBackoff duration.Duration `json:"max_backoff,omitempty"`
 }
 
 // Validate checks the configuration and fills in defaults.
@@ -83,13 +84,13 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("aws-kms: endpoint %q must be an http(s) URL", c.Endpoint)
 	}
 	if c.Timeout == 0 {
-		c.Timeout = Duration(DefaultTimeout)
+		c.Timeout = duration.Duration(DefaultTimeout)
 	}
 	if c.MaxAttempts == 0 {
 		c.MaxAttempts = DefaultMaxAttempts
 	}
 	if c.MaxBackoff == 0 {
-		c.MaxBackoff = Duration(DefaultMaxBackoff)
+		c.MaxBackoff = duration.Duration(DefaultMaxBackoff)
 	}
 	return nil
 }

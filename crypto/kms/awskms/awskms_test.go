@@ -12,6 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awskms "github.com/aws/aws-sdk-go-v2/service/kms"
 
+	"github.com/strait-proxy/strait/config/duration"
 	"github.com/strait-proxy/strait/crypto/kms"
 	"github.com/strait-proxy/strait/internal/kmsdouble"
 )
@@ -47,9 +48,9 @@ func setup(t *testing.T, mod func(*Config)) (*kmsdouble.AWSKMS, *Provider, strin
 	cfg := Config{
 		Region:      "us-east-1",
 		Endpoint:    d.URL(),
-		Timeout:     Duration(3 * time.Second),
+		Timeout:     duration.Duration(3 * time.Second),
 		MaxAttempts: 2,
-		MaxBackoff:  Duration(20 * time.Millisecond),
+		MaxBackoff:  duration.Duration(20 * time.Millisecond),
 	}
 	if mod != nil {
 		mod(&cfg)
@@ -194,7 +195,7 @@ func TestRetriesAreBounded(t *testing.T) {
 }
 
 func TestTimeout(t *testing.T) {
-	d, p, arn := setup(t, func(c *Config) { c.Timeout = Duration(300 * time.Millisecond) })
+	d, p, arn := setup(t, func(c *Config) { c.Timeout = duration.Duration(300 * time.Millisecond) })
 	dk, err := p.GenerateDataKey(context.Background(), arn)
 	if err != nil {
 		t.Fatal(err)
@@ -298,7 +299,7 @@ func TestConfigValidate(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if c.Timeout != Duration(DefaultTimeout) || c.MaxAttempts != DefaultMaxAttempts || c.MaxBackoff != Duration(DefaultMaxBackoff) {
+	if c.Timeout != duration.Duration(DefaultTimeout) || c.MaxAttempts != DefaultMaxAttempts || c.MaxBackoff != duration.Duration(DefaultMaxBackoff) {
 		t.Fatalf("defaults not applied: %+v", c)
 	}
 	for _, bad := range []Config{{Endpoint: "kms.local"}, {MaxAttempts: 11}, {Timeout: -1}} {

@@ -44,6 +44,7 @@ import (
 
 	p11 "github.com/miekg/pkcs11"
 
+	"github.com/strait-proxy/strait/config/duration"
 	"github.com/strait-proxy/strait/crypto/kms"
 )
 
@@ -100,7 +101,7 @@ type Config struct {
 	Sessions int `json:"sessions,omitempty"`
 	// Timeout bounds the wait for a free session (default 5s). Calls into
 	// the module itself cannot be interrupted.
-	Timeout Duration `json:"timeout,omitempty"`
+	Timeout duration.Duration `json:"timeout,omitempty"`
 }
 
 // Validate checks the configuration and fills in defaults.
@@ -134,7 +135,7 @@ func (c *Config) Validate() error {
 		return errors.New("pkcs11: timeout must not be negative")
 	}
 	if c.Timeout == 0 {
-		c.Timeout = Duration(DefaultTimeout)
+		c.Timeout = duration.Duration(DefaultTimeout)
 	}
 	return nil
 }

@@ -14,6 +14,7 @@ import (
 
 	p11 "github.com/miekg/pkcs11"
 
+	"github.com/strait-proxy/strait/config/duration"
 	"github.com/strait-proxy/strait/crypto/kms"
 )
 
@@ -337,7 +338,7 @@ func TestLoginAndTokenErrors(t *testing.T) {
 }
 
 func TestSessionPoolTimeoutAndRecovery(t *testing.T) {
-	p := newP(t, func(c *Config) { c.Sessions = 1; c.Timeout = Duration(2 * time.Second) })
+	p := newP(t, func(c *Config) { c.Sessions = 1; c.Timeout = duration.Duration(2 * time.Second) })
 	label := uniqueLabel("pool")
 	p.EnsureKey(context.Background(), label)
 	dk := roundTrip(t, p, label)
@@ -409,7 +410,7 @@ func TestConfigValidate(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if c.Sessions != DefaultSessions || c.Mechanism != MechAuto || c.PINEnv != DefaultPINEnv || c.Timeout != Duration(DefaultTimeout) {
+	if c.Sessions != DefaultSessions || c.Mechanism != MechAuto || c.PINEnv != DefaultPINEnv || c.Timeout != duration.Duration(DefaultTimeout) {
 		t.Fatalf("defaults: %+v", c)
 	}
 	for _, bad := range []Config{

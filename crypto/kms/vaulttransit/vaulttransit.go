@@ -31,6 +31,7 @@ import (
 
 	vault "github.com/hashicorp/vault/api"
 
+	"github.com/strait-proxy/strait/config/duration"
 	"github.com/strait-proxy/strait/crypto/kms"
 )
 
@@ -75,13 +76,13 @@ type Config struct {
 	TLS TLSConfig `json:"tls,omitempty"`
 	// Timeout bounds one provider call, retries and a re-login included
 	// (default 5s).
-	Timeout Duration `json:"timeout,omitempty"`
+	Timeout duration.Duration `json:"timeout,omitempty"`
 	// MaxAttempts bounds HTTP attempts per request, first one included;
 	// the client retries connection errors, 5xx (except 501), 412 and 429
 	// (default 3; 1 disables retries).
 	MaxAttempts int `json:"max_attempts,omitempty"`
 	// MaxBackoff caps the wait between attempts (default 1s).
-	MaxBackoff Duration `json:"max_backoff,omitempty"`
+	MaxBackoff duration.Duration `json:"max_backoff,omitempty"`
 	// CompactWrapped makes GenerateDataKey return Vault's ciphertext in
 	// binary form, 0x01 || uvarint(key version) || raw bytes (62 bytes
 	// instead of 89 for versions below 128). Decrypt accepts both forms
@@ -148,13 +149,13 @@ func (c *Config) Validate() error {
 		}
 	}
 	if c.Timeout == 0 {
-		c.Timeout = Duration(DefaultTimeout)
+		c.Timeout = duration.Duration(DefaultTimeout)
 	}
 	if c.MaxAttempts == 0 {
 		c.MaxAttempts = DefaultMaxAttempts
 	}
 	if c.MaxBackoff == 0 {
-		c.MaxBackoff = Duration(DefaultMaxBackoff)
+		c.MaxBackoff = duration.Duration(DefaultMaxBackoff)
 	}
 	if (c.TLS.ClientCert == "") != (c.TLS.ClientKey == "") {
 		return errors.New("vault-transit: tls.client_cert and tls.client_key go together")

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/strait-proxy/strait/config/duration"
 	"github.com/strait-proxy/strait/crypto/kms"
 	"github.com/strait-proxy/strait/internal/kmsdouble"
 )
@@ -42,9 +43,9 @@ func baseConfig(v *kmsdouble.Vault) Config {
 	return Config{
 		Address:     v.URL(),
 		Auth:        AuthConfig{Token: v.RootToken},
-		Timeout:     Duration(3 * time.Second),
+		Timeout:     duration.Duration(3 * time.Second),
 		MaxAttempts: 2,
-		MaxBackoff:  Duration(20 * time.Millisecond),
+		MaxBackoff:  duration.Duration(20 * time.Millisecond),
 	}
 }
 
@@ -210,7 +211,7 @@ func TestRetriesBoundedAndRecover(t *testing.T) {
 func TestTimeout(t *testing.T) {
 	v := newDouble(t, kmsdouble.VaultOptions{})
 	cfg := baseConfig(v)
-	cfg.Timeout = Duration(300 * time.Millisecond)
+	cfg.Timeout = duration.Duration(300 * time.Millisecond)
 	p := newProvider(t, cfg)
 	dk := roundTrip(t, p, "strait")
 	v.SetFault(kmsdouble.FaultHang)
@@ -434,7 +435,7 @@ func TestConfigValidate(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if c.MountPath != "transit" || c.Auth.Method != "token" || c.Timeout != Duration(DefaultTimeout) || c.MaxAttempts != 3 {
+	if c.MountPath != "transit" || c.Auth.Method != "token" || c.Timeout != duration.Duration(DefaultTimeout) || c.MaxAttempts != 3 {
 		t.Fatalf("defaults: %+v", c)
 	}
 	k := Config{Auth: AuthConfig{Method: "kubernetes", Role: "r"}}
