@@ -55,20 +55,56 @@ type auditLog struct {
 	mu sync.Mutex
 	w  *bufio.Writer
 	c  io.Closer
+	// rotation (files only)
+	path     string
+	size     int64
+	maxSize  int64
+	maxFiles int
 }
 
-func openAudit(out string) (*auditLog, error) {
-	switch out {
+func openAudit(cfg *Audit) (*auditLog, error) {
+	switch cfg.Output {
 	case "stdout":
 		return &auditLog{w: bufio.NewWriter(os.Stdout)}, nil
 	case "stderr":
 		return &auditLog{w: bufio.NewWriter(os.Stderr)}, nil
 	}
-	f, err := os.OpenFile(out, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
-	if err != nil {
+	a := &auditLog{path: cfg.Output, maxSize: int64(cfg.MaxSizeMB) << 20, maxFiles: cfg.MaxFiles}
+	if a.maxFiles == 0 {
+		a.maxFiles = 5
+	}
+	if err := a.open(); err != nil {
 		return nil, fmt.Errorf("audit.output: %v", err)
 	}
-	return &auditLog{w: bufio.NewWriter(f), c: f}, nil
+	return a, nil
+}
+
+func (a *auditLog) open() error {
+	f, err := os.OpenFile(a.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	if err != nil {
+		return err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return err
+	}
+	a.w, a.c, a.size = bufio.NewWriter(f), f, fi.Size()
+	return nil
+}
+
+// rotate shifts FILE.n to FILE.n+1 (the last is overwritten), FILE to
+// FILE.1, and starts a new FILE.
+func (a *auditLog) rotate() error {
+	a.w.Flush()
+	a.c.Close()
+	for i := a.maxFiles - 1; i >= 1; i-- {
+		os.Rename(fmt.Sprintf("%s.%d", a.path, i), fmt.Sprintf("%s.%d", a.path, i+1))
+	}
+	if err := os.Rename(a.path, a.path+".1"); err != nil {
+		return err
+	}
+	return a.open()
 }
 
 func (a *auditLog) write(revision string, pc *partCtx, b *batchAudit) {
@@ -98,8 +134,17 @@ func (a *auditLog) write(revision string, pc *partCtx, b *batchAudit) {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if a.maxSize > 0 && a.size > 0 && a.size+int64(len(j))+1 > a.maxSize {
+		if err := a.rotate(); err != nil {
+			// Keep writing where we can: reopen the file as it is.
+			if a.open() != nil {
+				return
+			}
+		}
+	}
 	a.w.Write(j)
 	a.w.WriteByte('\n')
+	a.size += int64(len(j)) + 1
 	a.w.Flush() // a line is never held back
 }
 

@@ -70,6 +70,11 @@ type Tokenize struct {
 type Audit struct {
 	// Output: "stdout", "stderr" or a file path (appended to).
 	Output string `json:"output"`
+	// MaxSizeMB rotates the file when it would grow past this size:
+	// FILE becomes FILE.1, FILE.1 FILE.2, ... (0: no rotation).
+	MaxSizeMB int `json:"max_size_mb,omitempty"`
+	// MaxFiles is how many rotated files are kept (default 5).
+	MaxFiles int `json:"max_files,omitempty"`
 }
 
 // Catalog is the data classification file: which fields of which topics
@@ -160,8 +165,16 @@ func (c *Config) validate() config.Errors {
 			add("tokenize", "set one of key_env or key_file")
 		}
 	}
-	if a := c.Audit; a != nil && a.Output == "" {
-		add("audit.output", "required: stdout, stderr or a file path")
+	if a := c.Audit; a != nil {
+		if a.Output == "" {
+			add("audit.output", "required: stdout, stderr or a file path")
+		}
+		if a.MaxSizeMB < 0 || a.MaxFiles < 0 {
+			add("audit", "max_size_mb and max_files must not be negative")
+		}
+		if a.MaxSizeMB > 0 && (a.Output == "stdout" || a.Output == "stderr") {
+			add("audit.max_size_mb", "only a file is rotated")
+		}
 	}
 	return errs
 }

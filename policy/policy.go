@@ -112,7 +112,7 @@ func NewPolicy(cfg Config, env Env) (*Policy, error) {
 		}
 	}
 	if cfg.Audit != nil {
-		if p.audit, err = openAudit(cfg.Audit.Output); err != nil {
+		if p.audit, err = openAudit(cfg.Audit); err != nil {
 			return nil, err
 		}
 	}

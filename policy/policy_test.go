@@ -499,3 +499,42 @@ func TestProtobuf(t *testing.T) {
 		t.Fatalf("ssn_id %v: want a 9-digit FF1 token", out["ssn_id"])
 	}
 }
+
+// TestAuditRotation: with max_size_mb the audit file is rotated (FILE.1,
+// FILE.2, ... up to max_files) and no line is lost or split.
+func TestAuditRotation(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "audit.jsonl")
+	cfg := demoConfig(t)
+	cfg.Audit = &Audit{Output: file, MaxSizeMB: 1, MaxFiles: 2}
+	p, _ := newPolicy(t, cfg)
+	in := batch(0, -1, false, rec("k", usaOrder))
+	const fetches = 6000 // ~380 bytes a line: about 2.2 MiB
+	for i := 0; i < fetches; i++ {
+		fetch(t, p.Interceptor(), interceptor.Principal{Name: "full-pii"}, "orders", in)
+	}
+	p.Close()
+	total := 0
+	for _, f := range []string{file, file + ".1", file + ".2"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		if len(b) > 1<<20 {
+			t.Fatalf("%s is %d bytes, over max_size_mb", f, len(b))
+		}
+		for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			var al AuditLine
+			if err := json.Unmarshal([]byte(l), &al); err != nil {
+				t.Fatalf("%s: line %q: %v", f, l, err)
+			}
+			total++
+		}
+	}
+	if _, err := os.Stat(file + ".3"); err == nil {
+		t.Fatal("more rotated files than max_files")
+	}
+	if total != fetches { // ~2.2 MiB fit in the three files: none dropped
+		t.Fatalf("%d lines kept of %d", total, fetches)
+	}
+}
