@@ -44,3 +44,19 @@ var (
 	// another key.
 	ErrInvalidCiphertext = errors.New("kms invalid ciphertext")
 )
+
+// Known is the first step of every provider's error classification: the
+// sentinel err already carries (a failed re-login wrapped one), or
+// ErrUnavailable for a context deadline or cancellation. ok is false when
+// err is neither, and the provider maps its own error types.
+func Known(err error) (sentinel error, ok bool) {
+	for _, s := range []error{ErrUnavailable, ErrKeyNotFound, ErrAccessDenied, ErrInvalidCiphertext} {
+		if errors.Is(err, s) {
+			return s, true
+		}
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return ErrUnavailable, true
+	}
+	return nil, false
+}

@@ -237,8 +237,8 @@ func (e *credentialsError) Error() string { return "retrieving AWS credentials: 
 func (e *credentialsError) Unwrap() error { return e.err }
 
 func classify(err error, fallback error) error {
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-		return kms.ErrUnavailable
+	if s, ok := kms.Known(err); ok {
+		return s
 	}
 	// Credentials could not be obtained: a missing or refused credential
 	// source is a refusal; a credential endpoint (IMDS, STS, SSO) that

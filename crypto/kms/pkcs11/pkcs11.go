@@ -855,13 +855,8 @@ func (p *Provider) createKEK(s p11.SessionHandle, label string, ver uint32) erro
 
 // classify maps a PKCS#11 return value onto a kms sentinel.
 func classify(err error, fallback error) error {
-	for _, s := range []error{kms.ErrUnavailable, kms.ErrKeyNotFound, kms.ErrAccessDenied, kms.ErrInvalidCiphertext} {
-		if errors.Is(err, s) {
-			return s
-		}
-	}
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-		return kms.ErrUnavailable
+	if s, ok := kms.Known(err); ok {
+		return s
 	}
 	var e p11.Error
 	if !errors.As(err, &e) {

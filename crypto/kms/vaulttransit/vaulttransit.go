@@ -578,14 +578,8 @@ func wrapErr(op, key string, err error, fallback error) error {
 // data key (the key cannot be used as configured), ErrInvalidCiphertext when
 // decrypting (the ciphertext is the only request-specific input).
 func classify(err error, fallback error) error {
-	// An error already carrying a sentinel (a failed re-login) keeps it.
-	for _, s := range []error{kms.ErrUnavailable, kms.ErrKeyNotFound, kms.ErrAccessDenied, kms.ErrInvalidCiphertext} {
-		if errors.Is(err, s) {
-			return s
-		}
-	}
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-		return kms.ErrUnavailable
+	if s, ok := kms.Known(err); ok {
+		return s
 	}
 	var re *vault.ResponseError
 	if !errors.As(err, &re) {
