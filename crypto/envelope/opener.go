@@ -111,24 +111,12 @@ func (o *Opener) Throttled() uint64 { return o.lim.throttled.Load() }
 // NewOpener returns an Opener that can open envelopes written with any of
 // providers (at most one per kind).
 func NewOpener(providers []kms.Provider, opts OpenerOptions) (*Opener, error) {
-	if opts.MaxEntries == 0 {
-		opts.MaxEntries = DefaultOpenerEntries
-	}
-	if opts.MaxAge == 0 {
-		opts.MaxAge = DefaultOpenerMaxAge
-	}
-	if opts.KMSTimeout == 0 {
-		opts.KMSTimeout = DefaultKMSTimeout
-	}
-	if opts.ErrorHoldoff == 0 {
-		opts.ErrorHoldoff = DefaultErrorHoldoff
-	}
-	if opts.MaxConcurrentUnwraps == 0 {
-		opts.MaxConcurrentUnwraps = DefaultMaxConcurrentUnwraps
-	}
-	if opts.UnwrapRate == 0 {
-		opts.UnwrapRate = DefaultUnwrapRate
-	}
+	defaultTo(&opts.MaxEntries, DefaultOpenerEntries)
+	defaultTo(&opts.MaxAge, DefaultOpenerMaxAge)
+	defaultTo(&opts.KMSTimeout, DefaultKMSTimeout)
+	defaultTo(&opts.ErrorHoldoff, DefaultErrorHoldoff)
+	defaultTo(&opts.MaxConcurrentUnwraps, DefaultMaxConcurrentUnwraps)
+	defaultTo(&opts.UnwrapRate, DefaultUnwrapRate)
 	if opts.MaxEntries < 0 || opts.MaxAge < 0 || opts.KMSTimeout < 0 || opts.MaxConcurrentUnwraps < 0 || opts.UnwrapRate < 0 {
 		return nil, errors.New("envelope: negative opener option")
 	}

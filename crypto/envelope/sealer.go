@@ -47,19 +47,20 @@ type SealerOptions struct {
 	NoTopicBinding bool
 }
 
+// defaultTo sets an option left at its zero value to its default: one rule
+// for the sealer's and the opener's options.
+func defaultTo[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
+}
+
 func (o *SealerOptions) fill() error {
-	if o.MaxAge == 0 {
-		o.MaxAge = DefaultDEKMaxAge
-	}
-	if o.MaxUses == 0 {
-		o.MaxUses = DefaultDEKMaxUses
-	}
-	if o.KMSTimeout == 0 {
-		o.KMSTimeout = DefaultKMSTimeout
-	}
-	if o.ErrorHoldoff == 0 {
-		o.ErrorHoldoff = DefaultErrorHoldoff
-	}
+	defaultTo(&o.MaxAge, DefaultDEKMaxAge)
+	defaultTo(&o.MaxUses, DefaultDEKMaxUses)
+	defaultTo(&o.KMSTimeout, DefaultKMSTimeout)
+	defaultTo(&o.ErrorHoldoff, DefaultErrorHoldoff)
 	if o.MaxAge < 0 || o.MaxUses > MaxDEKUses || o.KMSTimeout < 0 {
 		return fmt.Errorf("envelope: sealer options out of range (max age %v, max uses %d, at most %d)", o.MaxAge, o.MaxUses, uint64(MaxDEKUses))
 	}
