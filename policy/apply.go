@@ -274,9 +274,9 @@ func (ap *applier) applyAvro(d *decision, value []byte, stillEncrypted bool, c *
 	if err != nil {
 		return nil, false, err
 	}
-	schema, ok := d.tf.avro[id]
-	if !ok {
-		return nil, false, fmt.Errorf("policy: avro: no schema %d", id)
+	schema, err := d.tf.avroSchema(id)
+	if err != nil {
+		return nil, false, err
 	}
 	var v any
 	if err := avro.Unmarshal(schema, payload, &v); err != nil {

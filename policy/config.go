@@ -1,11 +1,14 @@
 package policy
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"fmt"
 	"os"
 	"path"
 	"strings"
+	"sync"
 
 	"github.com/hamba/avro/v2"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -48,10 +51,42 @@ type Config struct {
 	Tokenize *Tokenize `json:"tokenize,omitempty"`
 	// Audit configures the audit log.
 	Audit *Audit `json:"audit,omitempty"`
+	// SchemaRegistry resolves Avro and Protobuf writer schemas by the id
+	// in each value's wire header, for catalog topics without local
+	// schemas (or ids they do not list).
+	SchemaRegistry *SchemaRegistry `json:"schema_registry,omitempty"`
 	// Produce also decides Produce requests (input.operation "produce"):
 	// a partition holding a record the decision drops is refused with
 	// POLICY_VIOLATION.
 	Produce bool `json:"produce,omitempty"`
+}
+
+// SchemaRegistry is a Confluent-compatible Schema Registry.
+type SchemaRegistry struct {
+	URLs     []string `json:"urls"`
+	Username string   `json:"username,omitempty"`
+	// PasswordEnv names the environment variable holding the password.
+	PasswordEnv string `json:"password_env,omitempty"`
+	CAFile      string `json:"ca_file,omitempty"`
+}
+
+func (c *SchemaRegistry) registry() (*fields.Registry, error) {
+	rc := fields.RegistryConfig{URLs: c.URLs, Username: c.Username}
+	if c.PasswordEnv != "" {
+		rc.Password = os.Getenv(c.PasswordEnv)
+	}
+	if c.CAFile != "" {
+		pem, err := os.ReadFile(c.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("schema_registry.ca_file: %v", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("schema_registry.ca_file: no certificates in %s", c.CAFile)
+		}
+		rc.TLS = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}
+	}
+	return fields.NewRegistry(rc)
 }
 
 // Tokenize is the key of the tokenize action.
@@ -113,8 +148,56 @@ type TopicFields struct {
 	// producers put in the wire header (formats avro and protobuf).
 	Schemas []Schema `json:"schemas,omitempty"`
 
-	avro  map[int32]avro.Schema                 // parsed by check
-	proto map[int32]protoreflect.FileDescriptor // parsed by check
+	avro    map[int32]avro.Schema                 // parsed by check
+	proto   map[int32]protoreflect.FileDescriptor // parsed by check
+	reg     *fields.Registry                      // set by Load: schemas by id
+	fromReg sync.Map                              // int32 -> avro.Schema | protoreflect.FileDescriptor
+}
+
+// avroSchema is the writer schema with id: local, else from the registry.
+func (t *TopicFields) avroSchema(id int32) (avro.Schema, error) {
+	if s, ok := t.avro[id]; ok {
+		return s, nil
+	}
+	if v, ok := t.fromReg.Load(id); ok {
+		return v.(avro.Schema), nil
+	}
+	if t.reg == nil {
+		return nil, fmt.Errorf("%w: avro: no local schema with id %d and no schema_registry", fields.ErrSchema, id)
+	}
+	rs, err := t.reg.SchemaByID(int(id))
+	if err != nil {
+		return nil, err
+	}
+	s, err := fields.ParseAvroRegistrySchema(t.reg, rs)
+	if err != nil {
+		return nil, err
+	}
+	t.fromReg.Store(id, s)
+	return s, nil
+}
+
+// protoFile is the schema with id: local, else from the registry.
+func (t *TopicFields) protoFile(id int32) (protoreflect.FileDescriptor, error) {
+	if fd, ok := t.proto[id]; ok {
+		return fd, nil
+	}
+	if v, ok := t.fromReg.Load(id); ok {
+		return v.(protoreflect.FileDescriptor), nil
+	}
+	if t.reg == nil {
+		return nil, fmt.Errorf("%w: protobuf: no local schema with id %d and no schema_registry", fields.ErrSchema, id)
+	}
+	rs, err := t.reg.SchemaByID(int(id))
+	if err != nil {
+		return nil, err
+	}
+	fd, err := fields.ParseProtobufRegistrySchema(t.reg, rs, fmt.Sprintf("schema-%d.proto", id))
+	if err != nil {
+		return nil, err
+	}
+	t.fromReg.Store(id, fd)
+	return fd, nil
 }
 
 // Schema is a local writer schema. Avro: the last file is the schema,
@@ -164,6 +247,9 @@ func (c *Config) validate() config.Errors {
 		if (t.KeyEnv == "") == (t.KeyFile == "") {
 			add("tokenize", "set one of key_env or key_file")
 		}
+	}
+	if r := c.SchemaRegistry; r != nil && len(r.URLs) == 0 {
+		add("schema_registry.urls", "required")
 	}
 	if a := c.Audit; a != nil {
 		if a.Output == "" {
@@ -261,9 +347,6 @@ func (c *Catalog) check(prefix string) config.Errors {
 				add(p+".schemas", "only used with format avro")
 			}
 		case "avro":
-			if len(t.Schemas) == 0 {
-				add(p+".schemas", "avro values need their writer schemas (id and .avsc files)")
-			}
 			t.avro = map[int32]avro.Schema{}
 			for j, sc := range t.Schemas {
 				sp := fmt.Sprintf("%s.schemas[%d]", p, j)
@@ -287,9 +370,6 @@ func (c *Catalog) check(prefix string) config.Errors {
 				t.avro[sc.ID] = parsed
 			}
 		case "protobuf":
-			if len(t.Schemas) == 0 {
-				add(p+".schemas", "protobuf values need their schemas (id and a .proto file or descriptor set)")
-			}
 			t.proto = map[int32]protoreflect.FileDescriptor{}
 			for j, sc := range t.Schemas {
 				sp := fmt.Sprintf("%s.schemas[%d]", p, j)

@@ -106,7 +106,7 @@ func (ti *topicInfo) valueWalker(rd *reads) (fields.Walker, error) {
 		return rd.valWalker, nil
 	}
 	ti.valOnce.Do(func() {
-		ti.valW, ti.valErr = fields.NewAvro(fields.AvroConfig{Paths: rd.valuePaths, Local: ti.tf.local()})
+		ti.valW, ti.valErr = fields.NewAvro(fields.AvroConfig{Paths: rd.valuePaths, Local: ti.tf.local(), Registry: ti.tf.reg})
 	})
 	return ti.valW, ti.valErr
 }
@@ -365,7 +365,7 @@ func (c *walkerCache) get(ti *topicInfo, paths []string) (fields.Walker, error) 
 		return nil, nil
 	}
 	if ti.isAvro() {
-		w, err = fields.NewAvro(fields.AvroConfig{Paths: paths, Local: ti.tf.local()})
+		w, err = fields.NewAvro(fields.AvroConfig{Paths: paths, Local: ti.tf.local(), Registry: ti.tf.reg})
 	} else {
 		w, err = fields.NewJSON(paths)
 	}

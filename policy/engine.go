@@ -19,6 +19,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 
+	"github.com/strait-proxy/strait/config"
 	"github.com/strait-proxy/strait/crypto/fields"
 )
 
@@ -141,8 +142,25 @@ func Load(cfg Config) (*Compiled, error) {
 		}
 		h.Write(raw)
 		files = append(files, cfg.Catalog)
-		for _, t := range cat.Topics {
-			for _, sc := range t.Schemas {
+		var reg *fields.Registry
+		if cfg.SchemaRegistry != nil {
+			if reg, err = cfg.SchemaRegistry.registry(); err != nil {
+				return nil, fmt.Errorf("schema_registry: %v", err)
+			}
+		}
+		var errs config.Errors
+		for i := range cat.Topics {
+			t := &cat.Topics[i]
+			if (t.Format == "avro" || t.Format == "protobuf") && len(t.Schemas) == 0 && reg == nil {
+				errs = append(errs, fmt.Sprintf("catalog.topics[%d].schemas: %s values need writer schemas: list local files or configure schema_registry", i, t.Format))
+			}
+			t.reg = reg
+		}
+		if len(errs) > 0 {
+			return nil, errs
+		}
+		for i := range cat.Topics {
+			for _, sc := range cat.Topics[i].Schemas {
 				for _, f := range sc.Files {
 					if b, err := os.ReadFile(f); err == nil {
 						h.Write(b)

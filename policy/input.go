@@ -219,9 +219,9 @@ func avroValue(tf *TopicFields, value []byte) (ast.Value, error) {
 	if err != nil {
 		return nil, err
 	}
-	schema, ok := tf.avro[id]
-	if !ok {
-		return nil, fmt.Errorf("%w: avro: no local schema with id %d", fields.ErrSchema, id)
+	schema, err := tf.avroSchema(id)
+	if err != nil {
+		return nil, err
 	}
 	var x any
 	if err := avro.Unmarshal(schema, payload, &x); err != nil {

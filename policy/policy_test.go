@@ -14,6 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/sr"
+	"github.com/twmb/franz-go/pkg/sr/srfake"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/dynamicpb"
@@ -536,5 +538,71 @@ func TestAuditRotation(t *testing.T) {
 	}
 	if total != fetches { // ~2.2 MiB fit in the three files: none dropped
 		t.Fatalf("%d lines kept of %d", total, fetches)
+	}
+}
+
+// TestSchemaRegistry: Avro and Protobuf writer schemas resolved by the id
+// in the wire header from a Schema Registry (srfake), for catalog topics
+// that list no local schema.
+func TestSchemaRegistry(t *testing.T) {
+	fake := srfake.New()
+	defer fake.Close()
+	avsc, _ := os.ReadFile("testdata/avro/order.avsc")
+	protoSrc, _ := os.ReadFile("testdata/proto/order.proto")
+	aid, _, err := fake.RegisterSchema("orders-avro-value", sr.Schema{Schema: string(avsc)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, _, err := fake.RegisterSchema("orders-proto-value", sr.Schema{Schema: string(protoSrc), Type: sr.TypeProtobuf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cat := writeFile(t, dir, "catalog.yaml", `classifications:
+  PII/Personal: {action: redact}
+topics:
+  - topics: [orders-avro]
+    format: avro
+    fields: {$.name: [PII/Personal]}
+  - topics: [orders-proto]
+    format: protobuf
+    fields: {$.name: [PII/Personal]}
+`)
+	_, err = Load(Config{Policies: []string{"testdata/avro/policy.rego"}, Catalog: cat})
+	if err == nil || !strings.Contains(err.Error(), "catalog.topics[0].schemas: avro values need writer schemas") {
+		t.Fatalf("no schemas, no registry: %v", err)
+	}
+	p, _ := newPolicy(t, Config{Policies: []string{"testdata/avro/policy.rego"}, Catalog: cat,
+		SchemaRegistry: &SchemaRegistry{URLs: []string{fake.URL()}}})
+
+	schema, _ := avro.ParseFiles("testdata/avro/order.avsc")
+	av, err := avro.Marshal(schema, map[string]any{"name": "Joe", "country": "usa", "ssn_id": "1", "account": nil,
+		"card": []byte{}, "age": 1, "tags": []string{}, "address": map[string]any{"street": "s", "zip": "z"}, "itemid": "A"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := decode(t, fetch(t, p.Interceptor(), interceptor.Principal{Name: "a"}, "orders-avro",
+		batch(0, -1, false, kmsg.Record{Value: append(fields.AppendWire(nil, int32(aid), nil), av...)})).RecordBatches)
+	var out map[string]any
+	if len(got) != 1 || avro.Unmarshal(schema, []byte(got[0].Value)[5:], &out) != nil || out["name"] != "" || out["country"] != "usa" {
+		t.Fatalf("avro via registry: %v %v", got, out)
+	}
+
+	fd, _ := fields.LoadProtobufFile(fields.LocalProtobuf{File: "testdata/proto/order.proto"})
+	m := dynamicpb.NewMessage(fd.Messages().ByName("Order"))
+	protojson.Unmarshal([]byte(`{"name":"Joe","country":"usa","itemid":"A"}`), m)
+	pb, _ := proto.Marshal(m)
+	got, _ = decode(t, fetch(t, p.Interceptor(), interceptor.Principal{Name: "a"}, "orders-proto",
+		batch(0, -1, false, kmsg.Record{Value: append(fields.AppendWire(nil, int32(pid), []int{1}), pb...)})).RecordBatches)
+	if len(got) != 1 {
+		t.Fatalf("protobuf via registry: %v", got)
+	}
+	_, _, payload, _ := fields.ParseWire([]byte(got[0].Value), true)
+	m2 := dynamicpb.NewMessage(fd.Messages().ByName("Order"))
+	if err := proto.Unmarshal(payload, m2); err != nil {
+		t.Fatal(err)
+	}
+	if j, _ := protojson.Marshal(m2); !strings.Contains(string(j), `"country":"usa"`) || strings.Contains(string(j), "Joe") {
+		t.Fatalf("protobuf via registry: %s", j)
 	}
 }

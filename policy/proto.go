@@ -26,9 +26,9 @@ func protoMessage(tf *TopicFields, value []byte) (*dynamicpb.Message, int32, []i
 	if err != nil {
 		return nil, 0, nil, err
 	}
-	fd, ok := tf.proto[id]
-	if !ok {
-		return nil, 0, nil, fmt.Errorf("%w: protobuf: no local schema with id %d", fields.ErrSchema, id)
+	fd, err := tf.protoFile(id)
+	if err != nil {
+		return nil, 0, nil, err
 	}
 	md, err := fields.MessageByIndexes(fd, idx)
 	if err != nil {
