@@ -3,7 +3,6 @@ package policy_test
 import (
 	"context"
 	"encoding/binary"
-	"fmt"
 	"hash/crc32"
 	"testing"
 	"time"
@@ -85,6 +84,6 @@ func consumeN(b *testing.B, seed, who string, n int) {
 		got += fs.NumRecords()
 	}
 	if got == 0 {
-		b.Fatal(fmt.Sprint("nothing consumed"))
+		b.Fatal("nothing consumed")
 	}
 }
