@@ -83,7 +83,10 @@ func startStrait(t testing.TB, upstream []string, cfgAuth authswap.Config, mutat
 }
 
 // startChain runs Strait with the interceptors (and topic-name map) build
-// returns, given the captured logger and the metrics registry.
+// returns, given the captured logger and the metrics registry. Every
+// cluster of these tests is SASL-only (sasltest.Cluster), so Strait's own
+// connections (broker list, topic ids) log in with upstream.sasl, as a
+// deployment's must; client sessions authenticate as their principal.
 func startChain(t testing.TB, upstream []string, build func(*slog.Logger, *prometheus.Registry) ([]*interceptor.Interceptor, *metadata.TopicNames), mutate func(*config.Config)) *strait {
 	t.Helper()
 	logs := &syncBuffer{t: t}
@@ -97,6 +100,7 @@ func startChain(t testing.TB, upstream []string, build func(*slog.Logger, *prome
 	cfg.Listen.BrokerPortBase = base
 	cfg.Upstream.MetadataRefresh = config.Duration(500 * time.Millisecond)
 	cfg.Limits.DrainTimeout = config.Duration(5 * time.Second)
+	cfg.Upstream.SASL = sasltest.UpstreamSASL(t)
 	if mutate != nil {
 		mutate(&cfg)
 	}

@@ -45,6 +45,7 @@ func TestAuthswapKerberosExample(t *testing.T) {
 	if _, err := os.Stat(filepath.Join("authswap-kerberos", "README.md")); err != nil {
 		t.Errorf("example has no README.md: %v", err)
 	}
+	exampleUpstreamSASL(t, yml, work)
 	kt, err := os.ReadFile(kdc.Keytab(t, "kafka.keytab", "kafka/localhost"))
 	straittest.Must(t, err, "keytab")
 	straittest.Must(t, os.WriteFile(filepath.Join(work, "kafka.keytab"), kt, 0o600), "keytab")

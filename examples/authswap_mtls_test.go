@@ -20,6 +20,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/strait-proxy/strait/config"
 	"github.com/strait-proxy/strait/internal/kmsdouble"
 	"github.com/strait-proxy/strait/internal/sasltest"
 	"github.com/strait-proxy/strait/internal/straittest"
@@ -49,6 +50,7 @@ func TestAuthswapMTLSExample(t *testing.T) {
 	if _, err := os.Stat(filepath.Join("authswap-mtls", "README.md")); err != nil {
 		t.Errorf("example has no README.md: %v", err)
 	}
+	exampleUpstreamSASL(t, yml, work)
 	ca := testpki.New(t)
 	cert, key := ca.Leaf(t, "127.0.0.1", "localhost")
 	for src, dst := range map[string]string{ca.CertFile: "ca.pem", cert: "strait.pem", key: "strait-key.pem"} {
@@ -107,6 +109,27 @@ func straitEnv(t *testing.T, dir string, env []string, args ...string) (string, 
 	cmd.Dir, cmd.Env = dir, env
 	out, err := cmd.CombinedOutput()
 	return string(out), err
+}
+
+// exampleUpstreamSASL checks that an example's strait.yaml (yml) logs
+// Strait's own connections in to the SASL-only cluster with upstream.sasl
+// as the test cluster's superuser, password from a file, and writes that
+// file (relative to dir, the working directory of strait) with mode 0600.
+func exampleUpstreamSASL(t *testing.T, yml []byte, dir string) {
+	t.Helper()
+	cfg, err := config.Parse(yml)
+	straittest.Must(t, err, "parse example")
+	u := cfg.Upstream.SASL
+	switch {
+	case u == nil:
+		t.Fatal("the example has no upstream.sasl: Strait's own connections cannot log in to a SASL-only cluster")
+	case u.PasswordFile == "" || filepath.IsAbs(u.PasswordFile):
+		t.Fatalf("upstream.sasl.password_file %q: the example should read the password from a file next to strait.yaml", u.PasswordFile)
+	case u.Mechanism != sasltest.SuperMechanism || u.Username != sasltest.SuperUser:
+		t.Fatalf("upstream.sasl is %s as %q; the test cluster's user for Strait is %s as %q",
+			u.Mechanism, u.Username, sasltest.SuperMechanism, sasltest.SuperUser)
+	}
+	sasltest.WritePasswordFile(t, filepath.Join(dir, u.PasswordFile))
 }
 
 // startStraitEnv is startStrait with an environment, logging at debug, and

@@ -1,103 +1,61 @@
-// Package sasltest starts a kfake cluster with SASL for tests of Strait's
-// authentication swapping.
+// Package sasltest starts a kfake cluster with only SASL listeners for tests
+// of Strait's authentication swapping, and gives Strait the upstream.sasl
+// block its own connections (broker list, topic ids) need to log in to it.
 package sasltest
 
 import (
-	"context"
 	"encoding/binary"
 	"errors"
 	"io"
-	"net"
-	"sync"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kfake"
-	"github.com/twmb/franz-go/pkg/kmsg"
 
-	"github.com/strait-proxy/strait/authswap/upsasl"
+	"github.com/strait-proxy/strait/config"
 	"github.com/strait-proxy/strait/internal/straittest"
 )
 
-// Strait's own metadata client (proxy/cluster.go) has no SASL yet, and a
-// kfake with SASL enabled refuses unauthenticated Metadata. Until the proxy
-// can authenticate its own connections, each kfake broker sits behind a
-// relay that authenticates, as the superuser, the connections whose first
-// request is an ApiVersions from client id "strait" (the metadata client:
-// the upstream connections of client sessions start with authswap's own
-// SaslHandshake, never with ApiVersions, so they are relayed untouched and
-// authenticate as their principal).
+// The cluster's superuser (PLAIN): Strait's own identity towards the
+// cluster in these tests (upstream.sasl), and the one the shipped examples'
+// strait.yaml names. Client sessions authenticate as their principal's
+// cluster user through authswap, never as this one.
 const (
-	SuperUser = "strait-admin"
-	SuperPass = "strait-admin-pw-7f3a"
+	SuperMechanism = "PLAIN"
+	SuperUser      = "strait"
+	SuperPass      = "strait-upstream-pw-7f3a"
 )
 
-type relayListener struct {
-	net.Listener
-	advertised net.Addr
-}
-
-func (l relayListener) Addr() net.Addr { return l.advertised }
-
 // Cluster starts kfake (3 brokers) with SASL (superuser SuperUser over
-// PLAIN) behind relays, and returns it with the relay addresses, which
-// are what the brokers advertise.
+// PLAIN) and returns it with its listen addresses. Every request other than
+// ApiVersions and SASL needs an authenticated connection, so Strait needs
+// upstream.sasl (UpstreamSASL) to become ready.
 func Cluster(t testing.TB, opts ...kfake.Opt) (*kfake.Cluster, []string) {
 	t.Helper()
-	var mu sync.Mutex
-	var addrs []string
-	listen := func(network, _ string) (net.Listener, error) {
-		inner, err := net.Listen(network, "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		outer, err := net.Listen(network, "127.0.0.1:0")
-		if err != nil {
-			inner.Close()
-			return nil, err
-		}
-		t.Cleanup(func() { outer.Close() })
-		go relay(outer, inner.Addr().String())
-		mu.Lock()
-		addrs = append(addrs, outer.Addr().String())
-		mu.Unlock()
-		return relayListener{Listener: inner, advertised: outer.Addr()}, nil
-	}
-	c := straittest.Cluster(t, append([]kfake.Opt{kfake.ListenFn(listen), kfake.EnableSASL(),
-		kfake.Superuser("PLAIN", SuperUser, SuperPass)}, opts...)...)
-	mu.Lock()
-	defer mu.Unlock()
-	return c, append([]string(nil), addrs...)
+	c := straittest.Cluster(t, append([]kfake.Opt{kfake.EnableSASL(),
+		kfake.Superuser(SuperMechanism, SuperUser, SuperPass)}, opts...)...)
+	return c, c.ListenAddrs()
 }
 
-func relay(ln net.Listener, to string) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			defer c.Close()
-			first, err := ReadFrame(c)
-			if err != nil {
-				return
-			}
-			up, err := net.Dial("tcp", to)
-			if err != nil {
-				return
-			}
-			defer up.Close()
-			if isStraitApiVersions(first) {
-				if err := authenticateSuper(up); err != nil {
-					return
-				}
-			}
-			if _, err := up.Write(first); err != nil {
-				return
-			}
-			go func() { _, _ = io.Copy(c, up); c.Close() }()
-			_, _ = io.Copy(up, c)
-		}()
-	}
+// UpstreamSASL writes SuperPass to a 0600 file in t.TempDir() and returns
+// the upstream.sasl block that logs Strait's own connections in as
+// SuperUser. Its JSON tags are the configuration keys, so it also marshals
+// (sigs.k8s.io/yaml) into a strait.yaml for the binary:
+// {"upstream": {"sasl": UpstreamSASL(t)}}.
+func UpstreamSASL(t testing.TB) *config.UpstreamSASL {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "upstream-password")
+	WritePasswordFile(t, p)
+	return &config.UpstreamSASL{Mechanism: SuperMechanism, Username: SuperUser, PasswordFile: p}
+}
+
+// WritePasswordFile writes SuperPass (and a newline, as `echo` would) to
+// path with mode 0600: the password_file of an upstream.sasl block, e.g.
+// the one a shipped example's strait.yaml names.
+func WritePasswordFile(t testing.TB, path string) {
+	t.Helper()
+	straittest.Must(t, os.WriteFile(path, []byte(SuperPass+"\n"), 0o600), "write the upstream.sasl password file")
 }
 
 // ReadFrame reads one size-prefixed Kafka frame, prefix included.
@@ -114,37 +72,4 @@ func ReadFrame(r io.Reader) ([]byte, error) {
 	copy(b, size[:])
 	_, err := io.ReadFull(r, b[4:])
 	return b, err
-}
-
-func isStraitApiVersions(f []byte) bool {
-	if len(f) < 14 || binary.BigEndian.Uint16(f[4:]) != uint16(kmsg.ApiVersions) {
-		return false
-	}
-	n := int(int16(binary.BigEndian.Uint16(f[12:])))
-	return n == len("strait") && len(f) >= 14+n && string(f[14:14+n]) == "strait"
-}
-
-type connUpstream struct {
-	c    net.Conn
-	corr int32
-}
-
-func (u *connUpstream) ServerName() string { return "kfake" }
-func (u *connUpstream) RoundTrip(_ context.Context, req kmsg.Request) (kmsg.Response, error) {
-	u.corr++
-	if _, err := u.c.Write(kmsg.NewRequestFormatter(kmsg.FormatterClientID("relay")).AppendRequest(nil, req, u.corr)); err != nil {
-		return nil, err
-	}
-	f, err := ReadFrame(u.c)
-	if err != nil {
-		return nil, err
-	}
-	resp := req.ResponseKind()
-	resp.SetVersion(req.GetVersion())
-	return resp, resp.ReadFrom(f[8:])
-}
-
-func authenticateSuper(up net.Conn) error {
-	_, err := upsasl.Authenticate(context.Background(), &connUpstream{c: up}, upsasl.Credentials{Mechanism: "PLAIN", Username: SuperUser, Password: SuperPass})
-	return err
 }

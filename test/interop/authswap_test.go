@@ -26,7 +26,8 @@ const (
 
 // authswapStrait runs the strait binary with SASL termination (PLAIN,
 // SCRAM-SHA-256/512 for alice) in front of kfake with SASL and ACLs, where
-// alice is alice-up (SCRAM-SHA-512) upstream.
+// alice is alice-up (SCRAM-SHA-512) upstream and Strait's own connections
+// log in with upstream.sasl.
 func authswapStrait(t *testing.T, topics ...string) *proxy {
 	return authswapStraitWith(t, nil, nil, topics...)
 }
@@ -76,7 +77,12 @@ func authswapStraitWith(t *testing.T, mk func(users, creds string) map[string]an
 	if mk != nil {
 		ac = mk(users, creds)
 	}
-	cfg := write("strait.yaml", map[string]any{"interceptors": []any{map[string]any{"name": "authswap", "config": ac}}})
+	// kfake has only SASL listeners: Strait's own connections (broker list,
+	// topic ids) log in with upstream.sasl; client sessions as their principal.
+	cfg := write("strait.yaml", map[string]any{
+		"upstream":     map[string]any{"sasl": sasltest.UpstreamSASL(t)},
+		"interceptors": []any{map[string]any{"name": "authswap", "config": ac}},
+	})
 	p := startStrait(t, straitConfig{Upstream: upstream, Args: append([]string{"--config", cfg, "--log-level", "debug"}, args...), NoDirect: true})
 	t.Cleanup(func() {
 		for _, s := range []string{interopAlicePw, interopAliceUpPw, interopWrongPw, sasltest.SuperPass} {
