@@ -357,18 +357,13 @@ func (p *Policy) partition(ctx context.Context, rt *runtime, ap *applier, ar *ar
 		_, enc := rec.Header(envelope.HeaderKey)
 		v, ch, err := ap.apply(d, rec.Value, enc, &b.counts)
 		if err != nil {
-			// The value could not be read as JSON: fail closed.
+			// The value could not be read in its format: nothing of it can
+			// be shown, whatever on_error says (redacting needs reading;
+			// a null value would read as a tombstone): drop it.
 			p.m.failures.WithLabelValues("value").Inc()
 			p.burst.error("record failed closed: its value could not be rewritten", "topic", topic, "partition", part, "offset", off, "err", err)
 			b.failed++
 			b.delivered--
-			if p.cfg.OnError == "redact" {
-				// Nothing classified can be shown without reading it.
-				rec.Value = nil
-				b.delivered++
-				b.redacted++
-				return records.Changed, nil
-			}
 			b.dropped++
 			return records.Drop, nil
 		}
