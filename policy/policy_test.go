@@ -606,3 +606,38 @@ topics:
 		t.Fatalf("protobuf via registry: %s", j)
 	}
 }
+
+// TestReads: what OPA's dependency analysis says the policy reads decides
+// per-record evaluation and caching.
+func TestReads(t *testing.T) {
+	for _, c := range []struct {
+		src               string
+		refs              string
+		perRecord, cached bool
+	}{
+		{`decision := {} if input.principal.name == "a"`, "[input.principal.name]", false, true},
+		{`decision := {} if input.principal.attrs.ou == "x"`, "[input.principal.attrs.ou]", false, true},
+		{`decision := {} if startswith(input.topic, "o")`, "[input.topic]", false, true},
+		{`decision := {} if input.value.a.b == 1`, "[input.value.a.b]", true, true},
+		{`decision := {} if input.value.items[0].sku == "x"`, "[input.value.items[0].sku]", true, true},
+		{`decision := {} if input.headers.region == "eu"`, "[input.headers.region]", true, true},
+		{`decision := {} if input.key == "k"`, "[input.key]", true, true},
+		{"decision := {} if {\n\tsome k, _ in input.value\n\tk == \"x\"\n}", "[input.value]", true, false},
+		{`decision := {} if input.offset > 3`, "[input.offset]", true, false},
+		{`decision := {} if input[x] == 1`, "[input]", true, false},
+		{"decision := {} if f(input.topic)\nf(t) if t == \"x\"", "[input.topic]", false, true},
+		{`decision := {} if time.now_ns() > 0`, "[]", false, false},
+		{`decision := {} if rand.intn("x", 10) > 5`, "[]", false, false},
+	} {
+		dir := t.TempDir()
+		pol := writeFile(t, dir, "p.rego", "package strait\n"+c.src+"\n")
+		comp, err := Load(Config{Policies: []string{pol}})
+		if err != nil {
+			t.Fatalf("%s: %v", c.src, err)
+		}
+		refs, perRecord, cached := comp.Reads()
+		if fmt.Sprint(refs) != c.refs || perRecord != c.perRecord || cached != c.cached {
+			t.Errorf("%s: reads %v per_record=%v cached=%v, want %s %v %v", c.src, refs, perRecord, cached, c.refs, c.perRecord, c.cached)
+		}
+	}
+}
