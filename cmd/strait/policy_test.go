@@ -62,3 +62,26 @@ interceptors:
 		t.Fatalf("usage: exit %d %s", code, errOut)
 	}
 }
+
+// TestValidatePolicy: `strait validate` compiles the policies and checks
+// the catalog and the chain order, naming where each problem is.
+func TestValidatePolicy(t *testing.T) {
+	dir := t.TempDir()
+	pol := filepath.Join(dir, "p.rego")
+	os.WriteFile(pol, []byte("package strait\ndecision := {\n"), 0o644)
+	cat := filepath.Join(dir, "catalog.yaml")
+	os.WriteFile(cat, []byte("topics: [{topics: [t], fields: {\"$.x\": [Nope]}}]\n"), 0o644)
+	cfg := filepath.Join(dir, "strait.yaml")
+	os.WriteFile(cfg, []byte(`upstream: {bootstrap: ["127.0.0.1:9092"]}
+interceptors:
+  - name: policy
+    config: {policies: [`+pol+`]}
+  - name: policy
+    config: {policies: [../../policy/testdata/demo/policy.rego], catalog: `+cat+`}
+`), 0o644)
+	code, out, errOut := strait(t, "validate", "--config", cfg)
+	if code != 1 || !strings.Contains(errOut, "interceptors[0].config.policies:") || !strings.Contains(errOut, "rego_parse_error") ||
+		!strings.Contains(errOut, `interceptors[1].config.catalog.topics[0].fields[$.x]: classification "Nope" is not defined`) {
+		t.Fatalf("exit %d\n%s%s", code, out, errOut)
+	}
+}
