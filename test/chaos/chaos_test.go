@@ -264,7 +264,15 @@ func TestChaos(t *testing.T) {
 	ca := testpki.New(t)
 	certFile, keyFile := ca.Leaf(t, "127.0.0.1", "localhost")
 	enc := newStrait(t, "encrypting", brokers, env, "--config", write("enc.yaml", cryptoYAML("encrypt", kms.URL())))
-	dec := newStrait(t, "decrypting", brokers, env, "--config", write("dec.yaml", cryptoYAML("decrypt", kms.URL())),
+	// The decrypting Strait reaches the KMS through a relay the run can cut:
+	// a KMS outage seen by the consumer side only, while producers keep
+	// making new data keys it has to unwrap.
+	decKMS, err := newForwarder(kms.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(decKMS.Close)
+	dec := newStrait(t, "decrypting", brokers, env, "--config", write("dec.yaml", cryptoYAML("decrypt", "http://"+decKMS.addr)),
 		"--tls-cert", certFile, "--tls-key", keyFile)
 	for _, s := range []*strait{enc, dec} {
 		if err := s.start(); err != nil {
@@ -559,7 +567,7 @@ func TestChaos(t *testing.T) {
 			}
 		}
 	}
-	kinds := []string{"broker-kill", "cluster-restart", "kms-fault", "garbage", "slowloris", "tls-reset", "strait-kill"}
+	kinds := []string{"broker-kill", "cluster-restart", "kms-fault", "kms-cut-decrypt", "garbage", "slowloris", "tls-reset", "strait-kill"}
 	between := func(lo, hi time.Duration) time.Duration { return lo + time.Duration(rng.Int64N(int64(hi-lo))) }
 	chaosEnd := time.Now().Add(duration)
 	var schedule []string
@@ -600,6 +608,18 @@ func TestChaos(t *testing.T) {
 			kms.SetFault(kmsdouble.FaultNone)
 			kind = "kms-" + f.String()
 			detail = fmt.Sprintf("%v, %d KMS calls during it", d.Round(time.Millisecond), kms.Calls("GenerateDataKey")+kms.Calls("Decrypt")-before)
+		case "kms-cut-decrypt":
+			d := between(2*time.Second, 5*time.Second)
+			before := kms.Calls("Decrypt")
+			if err := decKMS.cut(true); err != nil {
+				t.Errorf("cut the decrypting Strait's KMS path: %v", err)
+			}
+			time.Sleep(d)
+			if err := decKMS.cut(false); err != nil {
+				t.Fatalf("restore the decrypting Strait's KMS path: %v", err)
+			}
+			detail = fmt.Sprintf("the decrypting Strait's path to the KMS down %v (connections refused and reset); %d Decrypt calls reached the KMS meanwhile",
+				d.Round(time.Millisecond), kms.Calls("Decrypt")-before)
 		case "garbage":
 			r := rand.New(rand.NewPCG(rng.Uint64(), rng.Uint64()))
 			targets := []string{enc.Bootstrap, net.JoinHostPort("127.0.0.1", strconv.Itoa(enc.Base+rng.IntN(3)))}
@@ -671,6 +691,9 @@ func TestChaos(t *testing.T) {
 	hostWG.Wait()
 	stopHostile()
 	kms.SetFault(kmsdouble.FaultNone)
+	if err := decKMS.cut(false); err != nil {
+		t.Fatal(err)
+	}
 	checkAlive()
 
 	// ---- stop producing, let everything in flight finish.
@@ -772,6 +795,18 @@ func TestChaos(t *testing.T) {
 	if p := encSum("strait_panics_total") + decNow.sum("strait_panics_total"); p != 0 {
 		t.Errorf("strait_panics_total = %v", p)
 	}
+	// The frame budget held with no request in flight: never below zero
+	// (a negative figure is budget given back twice).
+	for _, x := range []struct {
+		name string
+		m    metrics
+	}{{"encrypting", encNow}, {"decrypting", decNow}} {
+		held := x.m.sum("strait_frame_budget_bytes")
+		t.Logf("%s strait: strait_frame_budget_bytes %v at the end", x.name, held)
+		if held < 0 {
+			t.Errorf("%s strait: strait_frame_budget_bytes = %v: frame budget released more often than taken", x.name, held)
+		}
+	}
 	t.Logf("encrypting strait (all %d processes, counters scraped before each SIGKILL): records encrypted ok %.0f, errors %.0f; partitions refused (client retries) %.0f; KMS errors %.0f; upstream dial errors %.0f; connection errors %.0f",
 		enc.starts, encSum("strait_crypto_records_total", `op="encrypt"`, `result="ok"`), encSum("strait_crypto_records_total", `op="encrypt"`, `result="error"`),
 		encSum("strait_crypto_partitions_refused_total"), encSum("strait_kms_errors_total"), encSum("strait_upstream_dial_errors_total"), encSum("strait_connection_errors_total"))
@@ -791,7 +826,7 @@ func TestChaos(t *testing.T) {
 	for _, u := range unexpect {
 		t.Errorf("%s", u)
 	}
-	for _, kind := range []string{"broker-kill", "cluster-restart", "garbage", "slowloris", "tls-reset", "strait-kill"} {
+	for _, kind := range []string{"broker-kill", "cluster-restart", "kms-cut-decrypt", "garbage", "slowloris", "tls-reset", "strait-kill"} {
 		if faults.snapshot()[kind] == 0 && duration >= 40*time.Second {
 			t.Errorf("no %s fault was injected: the run is too short for its schedule", kind)
 		}

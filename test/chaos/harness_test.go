@@ -559,3 +559,105 @@ func tail(s string, n int) string {
 }
 
 var errStopped = errors.New("stopped")
+
+// ---------------------------------------------------------------- network cut
+
+// forwarder relays TCP connections from its own 127.0.0.1 port to target.
+// cut(true) takes the path down: the port refuses connections and every
+// relayed connection is reset; cut(false) brings it back on the same port.
+// It stands for a network outage between one Strait and its KMS.
+type forwarder struct {
+	target string
+	addr   string
+
+	mu    sync.Mutex
+	ln    net.Listener
+	conns map[net.Conn]struct{}
+	down  bool
+}
+
+func newForwarder(target string) (*forwarder, error) {
+	f := &forwarder{target: target, conns: map[net.Conn]struct{}{}}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	f.addr = ln.Addr().String()
+	f.ln = ln
+	go f.serve(ln)
+	return f, nil
+}
+
+func (f *forwarder) serve(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go f.relay(c)
+	}
+}
+
+func (f *forwarder) track(cs ...net.Conn) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.down {
+		return false
+	}
+	for _, c := range cs {
+		f.conns[c] = struct{}{}
+	}
+	return true
+}
+
+func (f *forwarder) relay(c net.Conn) {
+	u, err := net.DialTimeout("tcp", f.target, 3*time.Second)
+	if err != nil {
+		c.Close()
+		return
+	}
+	if !f.track(c, u) {
+		c.Close()
+		u.Close()
+		return
+	}
+	done := make(chan struct{}, 2)
+	go func() { io.Copy(u, c); done <- struct{}{} }()
+	go func() { io.Copy(c, u); done <- struct{}{} }()
+	<-done
+	c.Close()
+	u.Close()
+	f.mu.Lock()
+	delete(f.conns, c)
+	delete(f.conns, u)
+	f.mu.Unlock()
+}
+
+func (f *forwarder) cut(down bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if down == f.down {
+		return nil
+	}
+	f.down = down
+	if down {
+		f.ln.Close()
+		for c := range f.conns {
+			if tc, ok := c.(*net.TCPConn); ok {
+				tc.SetLinger(0)
+			}
+			c.Close()
+		}
+		f.conns = map[net.Conn]struct{}{}
+		return nil
+	}
+	ln, err := listenRetry(f.addr)
+	if err != nil {
+		return err
+	}
+	f.ln = ln
+	go f.serve(ln)
+	return nil
+}
+
+func (f *forwarder) Close() { f.cut(true) }
