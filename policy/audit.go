@@ -17,6 +17,8 @@ type batchAudit struct {
 	delivered, dropped int
 	failed             int
 	counts
+	// produce: the partition was refused (written: delivered records)
+	refused bool
 }
 
 func (b *batchAudit) span(lo, hi int64) {
@@ -32,6 +34,7 @@ func (b *batchAudit) span(lo, hi int64) {
 // key or header: only who, where, how many, and under which policy.
 type AuditLine struct {
 	Time          string `json:"time"`
+	Operation     string `json:"operation"` // fetch or produce
 	Principal     string `json:"principal"`
 	Mechanism     string `json:"mechanism,omitempty"`
 	ClientID      string `json:"client_id"`
@@ -48,7 +51,10 @@ type AuditLine struct {
 	Tokenized     int    `json:"tokenized"`
 	LeftEncrypted int    `json:"left_encrypted"`
 	FailedClosed  int    `json:"failed_closed"`
-	Revision      string `json:"policy_revision"`
+	// Refused (produce): the partition was answered POLICY_VIOLATION;
+	// Delivered then counts the records decided before the refusal.
+	Refused  bool   `json:"refused,omitempty"`
+	Revision string `json:"policy_revision"`
 }
 
 type auditLog struct {
@@ -110,6 +116,7 @@ func (a *auditLog) rotate() error {
 func (a *auditLog) write(revision string, pc *partCtx, b *batchAudit) {
 	l := AuditLine{
 		Time:          time.Now().UTC().Format(time.RFC3339Nano),
+		Operation:     pc.op,
 		Principal:     pc.conn.Principal.String(),
 		Mechanism:     pc.conn.Principal.Mechanism,
 		ClientID:      pc.conn.ClientID,
@@ -126,6 +133,7 @@ func (a *auditLog) write(revision string, pc *partCtx, b *batchAudit) {
 		Tokenized:     b.tokenized,
 		LeftEncrypted: b.encrypted,
 		FailedClosed:  b.failed,
+		Refused:       b.refused,
 		Revision:      revision,
 	}
 	j, err := json.Marshal(&l)

@@ -335,7 +335,8 @@ decision := {} if {
 decision := {"default": "clear"} if input.operation == "fetch"
 `), 0o644), "policy")
 	topics := metadata.NewTopicNames()
-	ic, err := policy.New(policy.Config{Policies: []string{pol}, Produce: true}, policy.Env{Topics: topics})
+	auditFile := dir + "/audit.jsonl"
+	ic, err := policy.New(policy.Config{Policies: []string{pol}, Produce: true, Audit: &policy.Audit{Output: auditFile}}, policy.Env{Topics: topics})
 	straittest.Must(t, err, "policy")
 	s := straittest.StartOpts(t, cluster.ListenAddrs(), proxy.Options{
 		Interceptors: []*interceptor.Interceptor{principalFromClientID(), ic}, Topics: topics}, nil)
@@ -378,5 +379,12 @@ decision := {"default": "clear"} if input.operation == "fetch"
 	v, _ := consumeAll(t, ctx, cluster.ListenAddrs()[0], "reader", "g-produce", "orders", "ok-1")
 	if len(v.values) != 1 || !strings.Contains(v.values[0], "ok-1") {
 		t.Fatalf("stored: %v", v.values)
+	}
+	// One audit line per produce partition decided, refusals marked.
+	audit, err := os.ReadFile(auditFile)
+	straittest.Must(t, err, "audit")
+	if !strings.Contains(string(audit), `"operation":"produce","principal":"User:mallory"`) ||
+		strings.Count(string(audit), `"refused":true`) != 2 || strings.Contains(string(audit), "no-country") {
+		t.Fatalf("audit:\n%s", audit)
 	}
 }

@@ -36,6 +36,7 @@ type Record struct {
 // partCtx is what is fixed for one partition of one response.
 type partCtx struct {
 	conn      *Conn
+	op        string // fetch or produce
 	topic     string
 	partition int32
 	ti        *topicInfo
@@ -46,7 +47,7 @@ type partCtx struct {
 }
 
 func newPartCtx(rd *reads, c *Conn, op, topic string, partition int32, ti *topicInfo) *partCtx {
-	pc := &partCtx{conn: c, topic: topic, partition: partition, ti: ti}
+	pc := &partCtx{conn: c, op: op, topic: topic, partition: partition, ti: ti}
 	p := c.Principal
 	attrs := make([][2]*ast.Term, 0, len(p.Attrs))
 	for k, v := range p.Attrs {

@@ -122,43 +122,60 @@ func (p *Policy) refuseProduce(ctx context.Context, rt *runtime, ap *applier, co
 	rd := &rt.c.reads
 	ti := rt.topic(topic)
 	pc := newPartCtx(rd, conn, "produce", topic, part, ti)
+	b := batchAudit{first: -1, last: -1}
+	why := ""
 	if !rd.record() {
 		d := p.decide(ctx, rt, pc, nil, nil, nil)
-		if d.failed != "" {
-			return "policy could not decide (" + d.failed + ")"
+		switch {
+		case d.failed != "":
+			why = "policy could not decide (" + d.failed + ")"
+			b.failed++
+		case d.drop:
+			why = "policy refuses this producer's records for " + topic
 		}
-		if d.drop {
-			return "policy refuses this producer's records for " + topic
-		}
-		return ""
-	}
-	why := ""
-	key := pc.key
-	err := records.Walk(batches, func(b *records.Batch) error {
-		if b.Partial || b.Magic < 2 {
-			why = "records the policy cannot read"
-			return errStop
-		}
-		if !b.CRCValid() {
-			why = "corrupt batch"
-			return errStop
-		}
-		return p.rw.Records(b, func(rec *records.Record) error {
-			var d *decision
-			d, key = p.recordDecision(ctx, rt, ap, pc, rec, key)
-			switch {
-			case d.failed != "":
-				why = fmt.Sprintf("policy could not decide record %d (%s)", rec.Offset(), d.failed)
-			case d.drop:
-				why = fmt.Sprintf("policy refuses record %d", rec.Offset())
-			default:
-				return nil
+		_ = records.Walk(batches, func(bt *records.Batch) error {
+			if !bt.Partial && bt.Magic == 2 && !bt.IsControl() {
+				b.delivered += int(bt.Header.NumRecords)
 			}
-			return errStop
+			return nil
 		})
-	})
-	if err != nil && why == "" {
-		why = "records could not be read: " + err.Error()
+	} else {
+		key := pc.key
+		err := records.Walk(batches, func(bt *records.Batch) error {
+			if bt.Partial || bt.Magic < 2 {
+				why = "records the policy cannot read"
+				return errStop
+			}
+			if !bt.CRCValid() {
+				why = "corrupt batch"
+				return errStop
+			}
+			return p.rw.Records(bt, func(rec *records.Record) error {
+				var d *decision
+				d, key = p.recordDecision(ctx, rt, ap, pc, rec, key)
+				switch {
+				case d.failed != "":
+					b.failed++
+					why = fmt.Sprintf("policy could not decide record %d (%s)", rec.Offset(), d.failed)
+				case d.drop:
+					why = fmt.Sprintf("policy refuses record %d", rec.Offset())
+				default:
+					b.delivered++
+					return nil
+				}
+				return errStop
+			})
+		})
+		if err != nil && why == "" {
+			why = "records could not be read: " + err.Error()
+		}
+	}
+	if why != "" {
+		b.refused = true
+	}
+	if p.audit != nil {
+		// Produce offsets are not assigned yet: offset_first/last are -1.
+		p.audit.write(rt.c.Revision, pc, &b)
 	}
 	return why
 }
