@@ -342,11 +342,11 @@ func (ss *session) read(ctx context.Context) {
 			return
 		}
 		owned, ok := ss.request(ctx, h, frame, held)
-		if !ok {
-			return
-		}
 		if owned { // an exchange keeps the frame (and its budget) until done
 			buf, held = getFrame(), 0
+		}
+		if !ok {
+			return
 		}
 	}
 }

@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"context"
+	"errors"
 
 	"fmt"
 	"sync/atomic"
@@ -127,5 +128,38 @@ func TestSplitRequest(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestHookErrorReleasesBudgetOnce: a request hook that fails after the
+// exchange took the frame's budget closes the connection, and the budget
+// goes back once (the reader used to give it back a second time, which the
+// semaphore answers with a panic).
+func TestHookErrorReleasesBudgetOnce(t *testing.T) {
+	c := straittest.Cluster(t, kfake.NumBrokers(1), kfake.SeedTopics(1, "e"))
+	ic := &interceptor.Interceptor{
+		Name: "test-fail",
+		Hooks: []interceptor.Hook{{Key: int16(kmsg.Produce), Request: func(context.Context, *interceptor.Exchange) error {
+			return errors.New("refused by test")
+		}}},
+	}
+	s := straittest.Start(t, c.ListenAddrs(), []*interceptor.Interceptor{ic}, nil)
+	ctx := ctxT(t, 20*time.Second)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(s.Bootstrap), kgo.RequestRetries(0))
+	straittest.Must(t, err, "client")
+	defer cl.Close()
+	for range 3 {
+		req := kmsg.NewPtrProduceRequest()
+		req.Acks, req.TimeoutMillis = -1, 1000
+		tp := kmsg.NewProduceRequestTopic()
+		tp.Topic = "e"
+		tp.Partitions = append(tp.Partitions, kmsg.NewProduceRequestTopicPartition())
+		req.Topics = append(req.Topics, tp)
+		if _, err := cl.Broker(0).Request(ctx, req); err == nil {
+			t.Fatal("a produce whose hook failed was answered")
+		}
+	}
+	if n := straittest.Counter(t, s.Registry, "strait_panics_total"); n != 0 {
+		t.Fatalf("%v panics: the frame budget was released twice", n)
 	}
 }
