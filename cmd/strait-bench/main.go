@@ -31,6 +31,7 @@ type options struct {
 	encrypting       bool   // the workload runs through an encrypting Strait
 	duration, warmup time.Duration
 	rounds           int
+	batchBytes       int // producer batch limit; 0: the workload's default (batchMaxBytes)
 	recordBytes      int
 	partitions       int
 	inflight         int
@@ -62,6 +63,7 @@ func main() {
 	)
 	flag.DurationVar(&o.duration, "duration", 10*time.Second, "measured time of each run")
 	flag.DurationVar(&o.warmup, "warmup", 3*time.Second, "unmeasured time before each run (connections, metadata, first batches)")
+	flag.IntVar(&o.batchBytes, "batch-max-bytes", 0, "producer batch limit (0: franz-go's default 1,000,012 for encrypt, 1 MiB otherwise)")
 	flag.IntVar(&o.rounds, "rounds", 2, "direct+strait pairs per workload, alternating")
 	flag.IntVar(&o.recordBytes, "record-bytes", 1024, "record value size")
 	flag.IntVar(&o.partitions, "partitions", 6, "partitions of the bench topic (spread over 3 brokers)")
@@ -249,8 +251,8 @@ func progress(i, n int, r runResult) {
 	if r.P99Ms > 0 {
 		lat = fmt.Sprintf("  p50 %.2f ms  p99 %.2f ms", r.P50Ms, r.P99Ms)
 	}
-	fmt.Fprintf(os.Stderr, "%-8s %-6s %d/%d  %8.1f MB/s %9.0f rec/s%s  cpu strait %.2f kfake %.2f loadgen %.2f  machine %.2f cores\n",
-		r.Workload, r.Path, i+1, n, r.MBps, r.RecordsPerSec, lat,
+	fmt.Fprintf(os.Stderr, "%-8s %-6s %d/%d  %8.1f MB/s %9.0f rec/s  failed %d%s  cpu strait %.2f kfake %.2f loadgen %.2f  machine %.2f cores\n",
+		r.Workload, r.Path, i+1, n, r.MBps, r.RecordsPerSec, r.FailedRecords, lat,
 		r.CPUSeconds["strait"]/r.Seconds, r.CPUSeconds["kfake"]/r.Seconds, r.CPUSeconds["loadgen"]/r.Seconds, r.MachineBusyCores)
 }
 

@@ -54,6 +54,7 @@ type settings struct {
 type pathSummary struct {
 	MBps          float64 `json:"mb_per_s"`
 	RecordsPerSec float64 `json:"records_per_s"`
+	FailedRecords int64   `json:"failed_records"`
 	P50Ms         float64 `json:"p50_ms,omitempty"`
 	P99Ms         float64 `json:"p99_ms,omitempty"`
 	// Average cores each process used during these runs.
@@ -133,7 +134,7 @@ func (r *report) add(workload string, runs []runResult) {
 			want = targetEncryptRatio
 		}
 		s.Target = fmt.Sprintf("ratio >= %.2f", want)
-		s.Met = s.Ratio >= want
+		s.Met = s.Ratio >= want && s.Direct.FailedRecords == 0 && s.Strait.FailedRecords == 0
 	}
 	for _, run := range runs {
 		s.Noisy = s.Noisy || run.OtherCores > noisyOtherCores
@@ -157,6 +158,7 @@ func pool(runs []runResult, path string) pathSummary {
 			continue
 		}
 		requests += r.StraitRequests
+		p.FailedRecords += r.FailedRecords
 		p.seconds += r.Seconds
 		p.bytes += r.Bytes
 		records += r.Records
@@ -226,14 +228,14 @@ func (r *report) writeTable(w io.Writer) {
 	fmt.Fprintf(w, "strait: %s\n\n", s.Strait)
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "workload\tpath\tMB/s\trecords/s\tp50 ms\tp99 ms\tstrait cores\tkfake cores\tloadgen cores\tother cores\tGB/CPU-s\t")
+	fmt.Fprintln(tw, "workload\tpath\tMB/s\trecords/s\tfailed\tp50 ms\tp99 ms\tstrait cores\tkfake cores\tloadgen cores\tother cores\tGB/CPU-s\t")
 	for _, sm := range r.Summary {
 		for _, p := range []struct {
 			name string
 			ps   pathSummary
 		}{{pathDirect, sm.Direct}, {pathStrait, sm.Strait}} {
-			fmt.Fprintf(tw, "%s\t%s\t%.1f\t%.0f\t%s\t%s\t%.2f\t%.2f\t%.2f\t%.2f\t%.3f\t\n", sm.Workload, p.name,
-				p.ps.MBps, p.ps.RecordsPerSec, msOrDash(p.ps.P50Ms), msOrDash(p.ps.P99Ms),
+			fmt.Fprintf(tw, "%s\t%s\t%.1f\t%.0f\t%d\t%s\t%s\t%.2f\t%.2f\t%.2f\t%.2f\t%.3f\t\n", sm.Workload, p.name,
+				p.ps.MBps, p.ps.RecordsPerSec, p.ps.FailedRecords, msOrDash(p.ps.P50Ms), msOrDash(p.ps.P99Ms),
 				p.ps.StraitCores, p.ps.KfakeCores, p.ps.LoadgenCores, p.ps.OtherCores, p.ps.GBPerCPUSecond)
 		}
 	}

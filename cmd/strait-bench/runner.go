@@ -36,10 +36,13 @@ type runResult struct {
 	// StraitRequests is how many requests Strait forwarded in the window,
 	// from its own strait_requests_total: CPU per request explains what CPU
 	// per GB cannot when requests are small.
-	StraitRequests int64   `json:"strait_requests"`
-	Rate           float64 `json:"rate_records_per_s,omitempty"`
-	P50Ms          float64 `json:"p50_ms,omitempty"`
-	P99Ms          float64 `json:"p99_ms,omitempty"`
+	StraitRequests int64 `json:"strait_requests"`
+	// FailedRecords is how many records the client reported failed (any
+	// failure also fails the bench).
+	FailedRecords int64   `json:"failed_records"`
+	Rate          float64 `json:"rate_records_per_s,omitempty"`
+	P50Ms         float64 `json:"p50_ms,omitempty"`
+	P99Ms         float64 `json:"p99_ms,omitempty"`
 
 	lat []time.Duration
 }
@@ -136,7 +139,9 @@ func measure(o options, name, path string, t tree, latCap int, w workload) (runR
 	if err := <-errc; err != nil {
 		return runResult{}, fmt.Errorf("%s %s: %w", name, path, err)
 	}
-	return result(name, path, before, after, m.latencies()), nil
+	r := result(name, path, before, after, m.latencies())
+	r.FailedRecords = m.failed.Load()
+	return r, nil
 }
 
 // sleepOrFail waits d unless the workload stops or fails first.
@@ -149,7 +154,10 @@ func sleepOrFail(d time.Duration, errc chan error, m *meter) error {
 		return err
 	case <-time.After(d):
 	}
-	return m.firstErr()
+	if err := m.firstErr(); err != nil {
+		return fmt.Errorf("%d records failed, first: %w", m.failed.Load(), err)
+	}
+	return nil
 }
 
 func result(name, path string, before, after snapshot, lat []time.Duration) runResult {
