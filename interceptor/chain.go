@@ -3,6 +3,8 @@ package interceptor
 import (
 	"context"
 	"fmt"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // maxKey bounds the API keys the chain indexes; kmsg knows fewer.
@@ -68,9 +70,17 @@ func (c *Chain) Request(ctx context.Context, x *Exchange) error {
 	if x.Key < 0 || x.Key >= maxKey {
 		return nil
 	}
+	splitBy := -1
 	for _, b := range c.byKey[x.Key] {
 		if b.hook.Request == nil || !b.hook.Covers(x.Key, x.Version) {
 			continue
+		}
+		if splitBy >= 0 {
+			// A later request hook would see only the first part of
+			// the split request and let the others pass unseen: fail
+			// closed rather than bypass it.
+			return fmt.Errorf("%s split the %s request before the request hook of %s ran: put %s after it in the chain",
+				c.ics[splitBy].Name, kmsg.NameForKey(x.Key), c.ics[b.ic].Name, c.ics[splitBy].Name)
 		}
 		if err := b.hook.Request(ctx, x); err != nil {
 			return fmt.Errorf("%s: %w", c.ics[b.ic].Name, err)
@@ -78,6 +88,9 @@ func (c *Chain) Request(ctx context.Context, x *Exchange) error {
 		if x.Response != nil {
 			x.answeredBy = b.ic + 1
 			return nil
+		}
+		if x.merge != nil {
+			splitBy = b.ic
 		}
 	}
 	return nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -492,5 +493,41 @@ func TestWorkedExample(t *testing.T) {
 	x = newReq("team-a.x")
 	if err := c.Request(ctx, x); err != nil || x.Response != nil || x.RequestModified() {
 		t.Errorf("allowed: err %v, answered %v, modified %v", err, x.Response != nil, x.RequestModified())
+	}
+}
+
+// TestSplitBeforeLaterHookFailsClosed: a request hook that splits its
+// request (Exchange.Split) must be the last request hook of that API: a
+// later one would see only the first part, so the chain refuses instead.
+// Split last, the parts and the merge reach the proxy.
+func TestSplitBeforeLaterHookFailsClosed(t *testing.T) {
+	splitting := &Interceptor{Name: "splitter", Hooks: []Hook{{Key: keyProduce, Request: func(_ context.Context, x *Exchange) error {
+		x.Split([]kmsg.Request{kmsg.NewPtrProduceRequest()}, func(resps []kmsg.Response) (kmsg.Response, error) { return resps[0], nil })
+		return nil
+	}}}}
+	var later atomic.Bool
+	watching := &Interceptor{Name: "watcher", Hooks: []Hook{{Key: keyProduce, Request: func(context.Context, *Exchange) error {
+		later.Store(true)
+		return nil
+	}}}}
+	c, err := NewChain(splitting, watching)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := &Exchange{Key: keyProduce, Version: 9, Request: kmsg.NewPtrProduceRequest()}
+	if err := c.Request(context.Background(), x); err == nil || !strings.Contains(err.Error(), "put splitter after it") || later.Load() {
+		t.Fatalf("err %v (later hook ran: %v), want the chain to refuse", err, later.Load())
+	}
+	c, err = NewChain(watching, splitting)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x = &Exchange{Key: keyProduce, Version: 9, Request: kmsg.NewPtrProduceRequest()}
+	if err := c.Request(context.Background(), x); err != nil || len(x.Extra()) != 1 {
+		t.Fatalf("err %v, %d extra requests; want the split to stand", err, len(x.Extra()))
+	}
+	resp, err := x.Merge([]kmsg.Response{kmsg.NewPtrProduceResponse(), kmsg.NewPtrProduceResponse()})
+	if err != nil || resp.GetVersion() != 9 {
+		t.Fatalf("merge: %v, version %d; want the exchange's version", err, resp.GetVersion())
 	}
 }
