@@ -78,7 +78,7 @@ func (e *engine) sealProduce(ctx context.Context, x *interceptor.Exchange) error
 				continue
 			}
 			p.Records = ar.keep(out)
-			if sp, ok := e.splitOf(t, p); ok {
+			if sp, ok := e.splitOf(t, name, p); ok {
 				p.Records = sp.batches[0]
 				splits = append(splits, sp)
 			}
@@ -95,7 +95,7 @@ func (e *engine) sealProduce(ctx context.Context, x *interceptor.Exchange) error
 	x.MarkModified()
 	if len(splits) > 0 && len(req.Topics) > 0 {
 		e.m.batchesSplit.Add(float64(len(splits)))
-		x.Split(splitRequests(req, splits), mergeSplit(splits))
+		x.Split(splitRequests(req, splits), mergeSplit(splits, e.lastSequence))
 	}
 	if len(fails) == 0 {
 		return nil

@@ -203,18 +203,25 @@ func TestSplitLearnsTopicLimit(t *testing.T) {
 }
 
 // plainBatch builds an idempotent magic 2 batch of n 1 KiB records with kmsg.
-func plainBatch(pid int64, epoch int16, n int) []byte {
+func plainBatch(pid int64, epoch int16, n int) []byte { return seqBatch(pid, epoch, 0, n, false) }
+
+// seqBatch builds an idempotent (or transactional) batch of records from..from+n
+// with base sequence from.
+func seqBatch(pid int64, epoch int16, from, n int, txn bool) []byte {
 	var recs []byte
 	for i := range n {
-		rec := kmsg.Record{OffsetDelta: int32(i), Key: fmt.Appendf(nil, "k%06d", i), Value: bigValue(i)}
+		rec := kmsg.Record{OffsetDelta: int32(i), Key: fmt.Appendf(nil, "k%06d", from+i), Value: bigValue(from + i)}
 		rec.Length = int32(len(rec.AppendTo(nil)) - 1)
 		recs = rec.AppendTo(recs)
 	}
 	now := time.Now().UnixMilli()
 	b := kmsg.RecordBatch{
 		Magic: 2, LastOffsetDelta: int32(n - 1), FirstTimestamp: now, MaxTimestamp: now,
-		ProducerID: pid, ProducerEpoch: epoch, FirstSequence: 0, NumRecords: int32(n), Records: recs,
+		ProducerID: pid, ProducerEpoch: epoch, FirstSequence: int32(from), NumRecords: int32(n), Records: recs,
 		PartitionLeaderEpoch: -1,
+	}
+	if txn {
+		b.Attributes |= 0x10
 	}
 	b.Length = int32(49 + len(recs))
 	raw := b.AppendTo(nil)
@@ -287,4 +294,70 @@ func TestSplitRecordTooLargeAlone(t *testing.T) {
 		t.Fatalf("err %v, want MESSAGE_TOO_LARGE for a record that cannot fit encrypted", err)
 	}
 	straittest.Must(t, cl.ProduceSync(ctx, &kgo.Record{Topic: "big", Value: bytes.Repeat([]byte{'x'}, 1000000)}).FirstErr(), "a 1 MB record")
+}
+
+// TestSplitRetryPastDedupWindow: the broker deduplicates against the last 5
+// batches of a producer and partition, and each part of a split batch is
+// one. Three split batches later, a retry of the first finds its first
+// part forgotten (OUT_OF_ORDER_SEQUENCE_NUMBER from the broker); Strait
+// asks the broker for the producer's last sequence (DescribeProducers),
+// sees the part stored, and answers DUPLICATE_SEQUENCE_NUMBER (success to
+// Kafka clients) instead of an error that would make the client resend the
+// records under a new epoch. kfake reports only producers in a transaction
+// in DescribeProducers, so this runs transactionally.
+func TestSplitRetryPastDedupWindow(t *testing.T) {
+	r := newSplitRig(t, kfake.NumBrokers(1), kfake.SeedTopics(1, "big"))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cl := client(t, r.producer.Bootstrap)
+	txnID := "split-evict"
+	ipid := kmsg.NewPtrInitProducerIDRequest()
+	ipid.TransactionalID, ipid.TransactionTimeoutMillis = &txnID, 60000
+	iresp, err := ipid.RequestWith(ctx, cl)
+	straittest.Must(t, err, "init producer id")
+	straittest.Must(t, kerr.ErrorForCode(iresp.ErrorCode), "init producer id")
+	add := kmsg.NewPtrAddPartitionsToTxnRequest()
+	add.TransactionalID, add.ProducerID, add.ProducerEpoch = txnID, iresp.ProducerID, iresp.ProducerEpoch
+	at := kmsg.NewAddPartitionsToTxnRequestTopic()
+	at.Topic, at.Partitions = "big", []int32{0}
+	add.Topics = append(add.Topics, at)
+	_, err = add.RequestWith(ctx, cl)
+	straittest.Must(t, err, "add partitions to txn")
+	meta := kmsg.NewPtrMetadataRequest()
+	mt := kmsg.NewMetadataRequestTopic()
+	mt.Topic = kmsg.StringPtr("big")
+	meta.Topics = append(meta.Topics, mt)
+	mresp, err := meta.RequestWith(ctx, cl)
+	straittest.Must(t, err, "metadata")
+	produce := func(from int) kmsg.ProduceResponseTopicPartition {
+		req := kmsg.NewPtrProduceRequest()
+		req.TransactionID, req.Acks, req.TimeoutMillis = &txnID, -1, 10000
+		tp := kmsg.NewProduceRequestTopic()
+		tp.Topic, tp.TopicID = "big", mresp.Topics[0].TopicID
+		p := kmsg.NewProduceRequestTopicPartition()
+		p.Partition, p.Records = 0, seqBatch(iresp.ProducerID, iresp.ProducerEpoch, from, 950, true)
+		tp.Partitions = append(tp.Partitions, p)
+		req.Topics = append(req.Topics, tp)
+		resp, err := req.RequestWith(ctx, cl)
+		straittest.Must(t, err, "produce from %d", from)
+		return resp.Topics[0].Partitions[0]
+	}
+	for _, from := range []int{0, 950, 1900} {
+		if rp := produce(from); rp.ErrorCode != 0 {
+			t.Fatalf("batch from %d: %v", from, kerr.ErrorForCode(rp.ErrorCode))
+		}
+	}
+	if got := r.splits(t); got != 3 {
+		t.Fatalf("%v batches split, want 3", got)
+	}
+	rp := produce(0) // the retry
+	if rp.ErrorCode != kerr.DuplicateSequenceNumber.Code {
+		t.Fatalf("retry of the first batch: %v, want DUPLICATE_SEQUENCE_NUMBER (stored before)", kerr.ErrorForCode(rp.ErrorCode))
+	}
+	end := kmsg.NewPtrEndTxnRequest()
+	end.TransactionalID, end.ProducerID, end.ProducerEpoch, end.Commit = txnID, iresp.ProducerID, iresp.ProducerEpoch, true
+	eresp, err := end.RequestWith(ctx, cl)
+	straittest.Must(t, err, "end txn")
+	straittest.Must(t, kerr.ErrorForCode(eresp.ErrorCode), "end txn")
+	r.checkStored(t, ctx, "big", 2850, 1)
 }

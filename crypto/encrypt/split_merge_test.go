@@ -1,6 +1,7 @@
 package encrypt
 
 import (
+	"math"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -37,7 +38,7 @@ func TestMergeSplit(t *testing.T) {
 	failed.ErrorRecords = []kmsg.ProduceResponseTopicPartitionErrorRecord{{RelativeOffset: 7}}
 	second := produceResp(20, part(0, 0, 1400), failed)
 	third := produceResp(1, part(0, 0, 1800), part(1, kerr.OutOfOrderSequenceNumber.Code, -1))
-	got, err := mergeSplit(splits)([]kmsg.Response{first, second, third})
+	got, err := mergeSplit(splits, nil)([]kmsg.Response{first, second, third})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +58,7 @@ func TestMergeSplit(t *testing.T) {
 	}
 	// A broker answer that lacks a part's partition is an error (the
 	// connection closes), never a silent success.
-	if _, err := mergeSplit(splits)([]kmsg.Response{first, produceResp(0), third}); err == nil {
+	if _, err := mergeSplit(splits, nil)([]kmsg.Response{first, produceResp(0), third}); err == nil {
 		t.Error("a missing partition in a part's response was merged as success")
 	}
 }
@@ -89,5 +90,38 @@ func TestSplitRequests(t *testing.T) {
 	}
 	if len(r2.Topics) != 2 || len(r2.Topics[0].Partitions) != 1 || r2.Topics[0].Partitions[0].Records[0] != 2 || r2.Topics[1].Partitions[0].Records[0] != 12 {
 		t.Fatalf("second extra request: %+v", r2.Topics)
+	}
+}
+
+// TestMergeSplitForgottenParts: a part answered OUT_OF_ORDER_SEQUENCE_NUMBER
+// counts as stored when the broker's last sequence for the producer is at
+// or past the part's last record (sequences wrap); the first part stored
+// that way makes the answer DUPLICATE_SEQUENCE_NUMBER; a last sequence
+// short of the part, or another epoch, keeps the error.
+func TestMergeSplitForgottenParts(t *testing.T) {
+	sp := split{topic: "t", name: "t", partition: 0, batches: make([][]byte, 2), counts: []int32{100, 50},
+		seqs: []int32{math.MaxInt32 - 9, 90}, pid: 7, epoch: 2} // part 0 covers MaxInt32-9 .. 89 (wrapped)
+	resps := func() []kmsg.Response {
+		return []kmsg.Response{produceResp(0, part(0, kerr.OutOfOrderSequenceNumber.Code, -1)), produceResp(0, part(0, 0, 500))}
+	}
+	for _, c := range []struct {
+		epoch int16
+		last  int32
+		want  int16
+	}{
+		{2, 139, kerr.DuplicateSequenceNumber.Code},            // both parts stored
+		{2, 89, kerr.DuplicateSequenceNumber.Code},             // exactly the part's last record
+		{2, 88, kerr.OutOfOrderSequenceNumber.Code},            // one short
+		{3, 139, kerr.OutOfOrderSequenceNumber.Code},           // another epoch
+		{2, math.MaxInt32, kerr.OutOfOrderSequenceNumber.Code}, // before the wrap: not stored
+	} {
+		got, err := mergeSplit([]split{sp}, func(split) (int16, int32, bool) { return c.epoch, c.last, true })(resps())
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := got.(*kmsg.ProduceResponse).Topics[0].Partitions[0]
+		if p.ErrorCode != c.want || p.BaseOffset != -1 {
+			t.Errorf("last sequence %d epoch %d: %v base %d, want %v", c.last, c.epoch, kerr.ErrorForCode(p.ErrorCode), p.BaseOffset, kerr.ErrorForCode(c.want))
+		}
 	}
 }
