@@ -289,6 +289,18 @@ func TestChaos(t *testing.T) {
 	runCtx, stopClients := context.WithCancel(context.Background())
 	defer stopClients()
 	stopProducing := make(chan struct{})
+	// The producers' calls give up 30 s after the stop at the latest, so
+	// that a Strait which stopped serving cannot hang the run.
+	prodCtx, cancelProd := context.WithCancel(context.Background())
+	defer cancelProd()
+	go func() {
+		select {
+		case <-stopProducing:
+			time.Sleep(30 * time.Second)
+		case <-runCtx.Done():
+		}
+		cancelProd()
+	}()
 	var producersWG, consumersWG sync.WaitGroup
 
 	// ---- idempotent producer
@@ -319,7 +331,7 @@ func TestChaos(t *testing.T) {
 				idem.mu.Lock()
 				idem.produced++
 				idem.mu.Unlock()
-				idemCl.Produce(runCtx, &kgo.Record{Key: []byte(key), Value: plaintext(key)}, func(r *kgo.Record, err error) {
+				idemCl.Produce(prodCtx, &kgo.Record{Key: []byte(key), Value: plaintext(key)}, func(r *kgo.Record, err error) {
 					idem.mu.Lock()
 					defer idem.mu.Unlock()
 					if err == nil {
@@ -349,6 +361,9 @@ func TestChaos(t *testing.T) {
 					return cl
 				}
 				txn.errs.add("new client: "+errKind(err), 1)
+				if prodCtx.Err() != nil {
+					panic(fmt.Sprintf("transactional client: %v", err)) // a configuration error: cannot happen twice
+				}
 				time.Sleep(time.Second)
 			}
 		}
@@ -358,7 +373,7 @@ func TestChaos(t *testing.T) {
 		// an earlier client left open. Get it before leaving, so that no
 		// transaction stays open past the run.
 		fence := func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			ctx, cancel := context.WithTimeout(prodCtx, 60*time.Second)
 			defer cancel()
 			if _, _, err := cl.ProducerID(ctx); err != nil {
 				txn.errs.add("producer id: "+errKind(err), 1)
@@ -378,7 +393,7 @@ func TestChaos(t *testing.T) {
 				return
 			case <-time.After(time.Duration(50+txnRng.IntN(150)) * time.Millisecond):
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+			ctx, cancel := context.WithTimeout(prodCtx, 90*time.Second)
 			if err := cl.BeginTransaction(); err != nil {
 				txn.errs.add("begin: "+errKind(err), 1)
 				cancel()
@@ -567,6 +582,27 @@ func TestChaos(t *testing.T) {
 			}
 		}
 	}
+	// After each fault: has either Strait panicked, or given frame budget
+	// back twice (strait_frame_budget_bytes below zero)? The first sighting
+	// is logged with the fault that preceded it; the run fails at the end.
+	var sick []string
+	sickSeen := map[string]bool{}
+	watch := func(after string) {
+		for _, s := range []*strait{enc, dec} {
+			m, err := s.metrics()
+			if err != nil {
+				continue // e.g. just restarted
+			}
+			p, b := m.sum("strait_panics_total"), m.sum("strait_frame_budget_bytes")
+			if (p > 0 || b < 0) && !sickSeen[s.name+fmt.Sprint(s.starts)] {
+				sickSeen[s.name+fmt.Sprint(s.starts)] = true
+				msg := fmt.Sprintf("t=%v %s strait (process #%d): strait_panics_total %v, strait_frame_budget_bytes %v, first seen after %s",
+					time.Since(started).Round(100*time.Millisecond), s.name, s.starts, p, b, after)
+				sick = append(sick, msg)
+				t.Log(msg)
+			}
+		}
+	}
 	kinds := []string{"broker-kill", "cluster-restart", "kms-fault", "kms-cut-decrypt", "garbage", "slowloris", "tls-reset", "strait-kill"}
 	between := func(lo, hi time.Duration) time.Duration { return lo + time.Duration(rng.Int64N(int64(hi-lo))) }
 	chaosEnd := time.Now().Add(duration)
@@ -668,6 +704,7 @@ func TestChaos(t *testing.T) {
 			}()
 			detail = fmt.Sprintf("%d handshakes reset", n)
 		case "strait-kill":
+			watch("the faults before this SIGKILL")
 			if m, err := enc.metrics(); err == nil {
 				encEarlier = append(encEarlier, m)
 			}
@@ -684,6 +721,7 @@ func TestChaos(t *testing.T) {
 		}
 		faults.add(kind, 1)
 		t.Logf("t=%v chaos: %s: %s", at, kind, detail)
+		watch(kind)
 		time.Sleep(between(500*time.Millisecond, 2500*time.Millisecond))
 		checkAlive()
 	}
@@ -823,6 +861,9 @@ func TestChaos(t *testing.T) {
 		t.Errorf("hostile input left open by Strait for 15s: %s", s)
 	}
 	hostile.mu.Unlock()
+	for _, m := range sick {
+		t.Errorf("%s", m)
+	}
 	for _, u := range unexpect {
 		t.Errorf("%s", u)
 	}

@@ -330,8 +330,19 @@ func newStrait(t testing.TB, name string, upstream []string, env []string, extra
 		"--listen", s.Bootstrap, "--broker-port-base", strconv.Itoa(s.Base), "--advertise-host", "127.0.0.1"}, extra...)
 	t.Cleanup(func() {
 		s.stop(t)
+		out := s.out.String()
+		if d := os.Getenv("STRAIT_CHAOS_LOGDIR"); d != "" {
+			p := filepath.Join(d, "strait-"+s.name+".log")
+			if err := os.WriteFile(p, []byte(out), 0o644); err == nil {
+				t.Logf("%s strait output (all %d processes): %s", s.name, s.starts, p)
+			}
+		}
 		if t.Failed() || os.Getenv("STRAIT_CHAOS_LOG") == "1" {
-			t.Logf("---- %s strait output ----\n%s---- end of %s strait output ----", s.name, tail(s.out.String(), 20000), s.name)
+			if i := strings.Index(out, `"panic"`); i >= 0 {
+				j := strings.LastIndexByte(out[:i], '\n') + 1
+				t.Logf("---- %s strait: first panic logged ----\n%s\n----", s.name, out[j:min(len(out), i+6000)])
+			}
+			t.Logf("---- %s strait output ----\n%s---- end of %s strait output ----", s.name, tail(out, 20000), s.name)
 		}
 	})
 	return s
