@@ -363,7 +363,8 @@ func (a *authswap) authenticate(ctx context.Context, x *interceptor.Exchange) er
 		st.failed, st.sess = true, nil
 		resp.ErrorCode, resp.ErrorMessage = code, &msg
 		x.Respond(resp)
-		return nil // the answer reaches the client; its next request closes the connection
+		x.CloseAfterResponse() // as a broker: the client reads the error, then the connection ends
+		return nil
 	}
 	if st.failed {
 		return fmt.Errorf("%w: SaslAuthenticate after a failed authentication", interceptor.ErrClose)
@@ -401,6 +402,9 @@ func (a *authswap) authenticate(ctx context.Context, x *interceptor.Exchange) er
 func (a *authswap) expireAfter(c *interceptor.Conn, st *connState, lt time.Duration) {
 	if st.expiry != nil {
 		st.expiry.Stop()
+	}
+	if st.expiry == nil {
+		c.OnClose(func() { st.expiry.Stop() })
 	}
 	st.expiry = time.AfterFunc(lt, func() {
 		c.RequireAuth()

@@ -73,6 +73,7 @@ type Conn struct {
 	clientID  string
 	rawTokens TokenHandler
 	values    map[any]any
+	onClose   []func()
 }
 
 // Principal is the authenticated identity of the client: anonymous until
@@ -129,6 +130,23 @@ func (c *Conn) SetValue(key, v any) {
 	c.values[key] = v
 }
 
+// OnClose registers fn to run once the client connection has ended (after
+// its last response, or when it was closed): stop timers, drop caches kept
+// for it. It runs whichever chain generation registered it.
+func (c *Conn) OnClose(fn func()) { c.mu.Lock(); c.onClose = append(c.onClose, fn); c.mu.Unlock() }
+
+// Closed runs the OnClose functions, last registered first. The proxy calls
+// it once.
+func (c *Conn) Closed() {
+	c.mu.Lock()
+	fns := c.onClose
+	c.onClose = nil
+	c.mu.Unlock()
+	for i := len(fns) - 1; i >= 0; i-- {
+		fns[i]()
+	}
+}
+
 // Exchange is one request and, later, its response.
 //
 // In a request hook, Request is decoded and Response is nil. A hook that sets
@@ -150,7 +168,8 @@ type Exchange struct {
 	Response      kmsg.Response
 
 	reqModified, respModified bool
-	answeredBy                int // 1 + index of the interceptor that answered; 0 if none
+	answeredBy                int  // 1 + index of the interceptor that answered; 0 if none
+	closeAfter                bool // CloseAfterResponse
 	values                    map[any]any
 	done                      []func()
 	more                      []kmsg.Request // Split: sent after Request
@@ -239,6 +258,15 @@ func (x *Exchange) SetValue(key, v any) {
 	}
 	x.values[key] = v
 }
+
+// CloseAfterResponse closes the client connection once this exchange's
+// response has been written, as a broker closes after a failed SASL
+// authentication: the client reads the error, then the connection ends.
+func (x *Exchange) CloseAfterResponse() { x.closeAfter = true }
+
+// ClosesAfterResponse reports whether CloseAfterResponse was called. The
+// proxy asks it.
+func (x *Exchange) ClosesAfterResponse() bool { return x.closeAfter }
 
 // Respond answers the request without forwarding it.
 func (x *Exchange) Respond(resp kmsg.Response) {

@@ -102,6 +102,9 @@ func (s *Server) accept(c net.Conn, listener string, node int32, sni bool) {
 			defer ss.recover("session")
 			ss.run(sni)
 		}()
+		if ss.ic != nil {
+			ss.ic.Closed() // interceptors' per-connection cleanup, even after a panic
+		}
 		s.metrics.connsActive.WithLabelValues(listener).Dec()
 		s.mu.Lock()
 		delete(s.sessions, ss)
@@ -743,6 +746,11 @@ func (ss *session) pump(ctx context.Context) {
 		}
 		if p.x != nil {
 			p.x.Done() // out is in the writer: hooks may recycle their buffers
+			if p.x.ClosesAfterResponse() {
+				_ = ss.cw.Flush()
+				ss.close(nil) // the interceptor asked (a failed SASL login), and counted why
+				return
+			}
 		}
 		if len(ss.pending) == 0 {
 			if err := ss.cw.Flush(); err != nil {
