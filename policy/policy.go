@@ -26,6 +26,7 @@ import (
 	"github.com/strait-proxy/strait/crypto/envelope"
 	"github.com/strait-proxy/strait/crypto/fields"
 	"github.com/strait-proxy/strait/interceptor"
+	"github.com/strait-proxy/strait/internal/burstlog"
 	"github.com/strait-proxy/strait/metadata"
 	"github.com/strait-proxy/strait/records"
 )
@@ -48,7 +49,7 @@ type Policy struct {
 	tok     *tokenizer
 	audit   *auditLog
 	timeout time.Duration
-	burst   burstLog
+	burst   *burstlog.Logger
 	rw      records.Rewriter
 }
 
@@ -94,7 +95,7 @@ func NewPolicy(cfg Config, env Env) (*Policy, error) {
 		reg = prometheus.NewRegistry()
 	}
 	p := &Policy{cfg: cfg, log: log, topics: env.Topics, m: newMetrics(reg)}
-	p.burst.log = log
+	p.burst = burstlog.New(log)
 	if p.topics == nil {
 		p.topics = metadata.NewTopicNames()
 	}
@@ -236,14 +237,14 @@ func (p *Policy) onFetch(ctx context.Context, x *interceptor.Exchange) error {
 				pt.ErrorCode, pt.RecordBatches = kerr.UnknownTopicID.Code, nil
 				changed = true
 				p.m.failures.WithLabelValues("topic").Inc()
-				p.burst.error("fetch partition refused: topic id not resolvable", "partition", pt.Partition, "err", nameErr)
+				p.burst.Error("fetch partition refused: topic id not resolvable", "partition", pt.Partition, "err", nameErr)
 				continue
 			}
 			out, ch, err := p.partition(ctx, rt, ap, &ar, x, conn, name, pt.Partition, pt.RecordBatches)
 			if err != nil {
 				pt.ErrorCode, pt.RecordBatches = kerr.CorruptMessage.Code, nil
 				changed = true
-				p.burst.error("fetch partition refused: records could not be read", "topic", name, "partition", pt.Partition, "err", err)
+				p.burst.Error("fetch partition refused: records could not be read", "topic", name, "partition", pt.Partition, "err", err)
 				continue
 			}
 			if ch {
@@ -277,7 +278,7 @@ func (p *Policy) onShareFetch(ctx context.Context, x *interceptor.Exchange) erro
 				pt.ErrorCode, pt.ErrorMessage, pt.Records, pt.AcquiredRecords = kerr.UnknownTopicID.Code, &msg, nil, nil
 				changed = true
 				p.m.failures.WithLabelValues("topic").Inc()
-				p.burst.error("share fetch partition refused: topic id not resolvable", "partition", pt.Partition, "err", nameErr)
+				p.burst.Error("share fetch partition refused: topic id not resolvable", "partition", pt.Partition, "err", nameErr)
 				continue
 			}
 			out, ch, err := p.partition(ctx, rt, ap, &ar, x, conn, name, pt.Partition, pt.Records)
@@ -285,7 +286,7 @@ func (p *Policy) onShareFetch(ctx context.Context, x *interceptor.Exchange) erro
 				msg := "strait: " + err.Error()
 				pt.ErrorCode, pt.ErrorMessage, pt.Records, pt.AcquiredRecords = kerr.CorruptMessage.Code, &msg, nil, nil
 				changed = true
-				p.burst.error("share fetch partition refused: records could not be read", "topic", name, "partition", pt.Partition, "err", err)
+				p.burst.Error("share fetch partition refused: records could not be read", "topic", name, "partition", pt.Partition, "err", err)
 				continue
 			}
 			if ch {
@@ -361,7 +362,7 @@ func (p *Policy) partition(ctx context.Context, rt *runtime, ap *applier, ar *ar
 			// be shown, whatever on_error says (redacting needs reading;
 			// a null value would read as a tombstone): drop it.
 			p.m.failures.WithLabelValues("value").Inc()
-			p.burst.error("record failed closed: its value could not be rewritten", "topic", topic, "partition", part, "offset", off, "err", err)
+			p.burst.Error("record failed closed: its value could not be rewritten", "topic", topic, "partition", part, "offset", off, "err", err)
 			b.failed++
 			b.delivered--
 			b.dropped++
@@ -407,7 +408,7 @@ func (p *Policy) recordDecision(ctx context.Context, rt *runtime, ap *applier, p
 	}
 	if err != nil {
 		p.m.failures.WithLabelValues("value").Inc()
-		p.burst.error("record failed closed: the fields the policy reads could not be found", "topic", pc.topic, "partition", pc.partition, "offset", rec.Offset(), "err", err)
+		p.burst.Error("record failed closed: the fields the policy reads could not be found", "topic", pc.topic, "partition", pc.partition, "offset", rec.Offset(), "err", err)
 		return failClosed(p.cfg.OnError, ti, &rt.walkers, "value"), key
 	}
 	k := key
@@ -500,7 +501,7 @@ func (p *Policy) decide(ctx context.Context, rt *runtime, pc *partCtx, rec *reco
 
 func (p *Policy) failed(rt *runtime, pc *partCtx, reason string, err error) *decision {
 	p.m.failures.WithLabelValues(reason).Inc()
-	p.burst.error("policy could not decide: failing closed", "on_error", onErr(p.cfg.OnError), "reason", reason,
+	p.burst.Error("policy could not decide: failing closed", "on_error", onErr(p.cfg.OnError), "reason", reason,
 		"topic", pc.topic, "partition", pc.partition, "principal", pc.conn.Principal.String(), "revision", rt.c.Revision, "err", err)
 	return failClosed(p.cfg.OnError, pc.ti, &rt.walkers, reason)
 }
@@ -555,29 +556,4 @@ func (c *decisionCache) put(k []byte, d *decision) {
 	}
 	c.m[string(k)] = d
 	c.mu.Unlock()
-}
-
-// burstLog logs the first error of a burst and counts the rest.
-type burstLog struct {
-	log        *slog.Logger
-	mu         sync.Mutex
-	last       time.Time
-	suppressed int
-}
-
-func (b *burstLog) error(msg string, args ...any) {
-	b.mu.Lock()
-	now := time.Now()
-	if now.Sub(b.last) < 10*time.Second {
-		b.suppressed++
-		b.mu.Unlock()
-		return
-	}
-	n := b.suppressed
-	b.last, b.suppressed = now, 0
-	b.mu.Unlock()
-	if n > 0 {
-		args = append(args, "suppressed_since_last", n)
-	}
-	b.log.Error(msg, args...)
 }

@@ -298,3 +298,19 @@ func (r *Rule) matches(topic string) bool {
 	}
 	return false
 }
+
+// files are the files the interceptor reads when it is built (the local
+// keyring, local schemas): the binary reloads the configuration when one of
+// them changes, so a rotated keyring takes effect without a restart.
+func (c Config) files() []string {
+	var out []string
+	if c.KMS.Local != nil {
+		out = append(out, c.KMS.Local.Keyring)
+	}
+	for _, r := range c.Rules {
+		for _, s := range r.Schemas {
+			out = append(out, s.Files...)
+		}
+	}
+	return out
+}

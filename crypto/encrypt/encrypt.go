@@ -15,7 +15,6 @@ import (
 	"math"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,6 +28,7 @@ import (
 	"github.com/strait-proxy/strait/crypto/kms/pkcs11"
 	"github.com/strait-proxy/strait/crypto/kms/vaulttransit"
 	"github.com/strait-proxy/strait/interceptor"
+	"github.com/strait-proxy/strait/internal/burstlog"
 	"github.com/strait-proxy/strait/metadata"
 	"github.com/strait-proxy/strait/records"
 )
@@ -62,7 +62,7 @@ type engine struct {
 	leaveEnc  bool
 	rw        records.Rewriter // Fetch side: tolerant of partial batches
 	m         *metrics
-	burst     burstLog
+	burst     *burstlog.Logger
 	limits    *sizeLimits // Produce side: the batch size each topic takes
 }
 
@@ -101,7 +101,8 @@ func NewEncrypt(cfg Config, env Env) (*interceptor.Interceptor, error) {
 		return nil, err
 	}
 	return &interceptor.Interceptor{
-		Name: EncryptName,
+		Name:  EncryptName,
+		Files: cfg.files(),
 		Hooks: []interceptor.Hook{
 			{Key: 0, Request: e.sealProduce, Response: e.mergeProduceFailures},
 		},
@@ -116,7 +117,8 @@ func NewDecrypt(cfg Config, env Env) (*interceptor.Interceptor, error) {
 		return nil, err
 	}
 	return &interceptor.Interceptor{
-		Name: DecryptName,
+		Name:  DecryptName,
+		Files: cfg.files(),
 		Hooks: []interceptor.Hook{
 			{Key: 1, Response: e.openFetch},
 			{Key: 78, Response: e.openShareFetch},
@@ -153,7 +155,7 @@ func newEngine(cfg Config, env Env) (*engine, error) {
 		rw: records.Rewriter{MaxDecompressedBytes: cfg.Limits.MaxDecompressedBytes, MaxBatchBytes: math.MaxInt32},
 		m:  newMetrics(reg),
 	}
-	e.burst.log = log
+	e.burst = burstlog.New(log)
 	for _, w := range cfg.warnings() {
 		log.Warn("insecure key store configuration", "warning", w)
 	}
@@ -390,30 +392,4 @@ func (e *engine) aadTopic(r *rule, topic string) string {
 		return r.SourceTopic
 	}
 	return topic
-}
-
-// burstLog logs the first error of a burst and counts the rest, so that a
-// KMS outage is one log line every few seconds, not one per record.
-type burstLog struct {
-	log        *slog.Logger
-	mu         sync.Mutex
-	last       time.Time
-	suppressed int
-}
-
-func (b *burstLog) error(msg string, args ...any) {
-	b.mu.Lock()
-	now := time.Now()
-	if now.Sub(b.last) < 10*time.Second {
-		b.suppressed++
-		b.mu.Unlock()
-		return
-	}
-	n := b.suppressed
-	b.last, b.suppressed = now, 0
-	b.mu.Unlock()
-	if n > 0 {
-		args = append(args, "suppressed_since_last", n)
-	}
-	b.log.Error(msg, args...)
 }

@@ -42,7 +42,7 @@ func (e *engine) openFetch(ctx context.Context, x *interceptor.Exchange) error {
 				p.ErrorCode, p.RecordBatches = c, nil
 				changed = true
 				e.m.partitionsFailedClosed.Inc()
-				e.burst.error("fetch partition refused: records could not be decrypted", "topic", name, "partition", p.Partition,
+				e.burst.Error("fetch partition refused: records could not be decrypted", "topic", name, "partition", p.Partition,
 					"client_id", x.Conn.ClientID(), "error_code", c, "err", err)
 				continue
 			}
@@ -80,7 +80,7 @@ func (e *engine) openShareFetch(ctx context.Context, x *interceptor.Exchange) er
 				p.ErrorCode, p.ErrorMessage, p.Records, p.AcquiredRecords = c, &msg, nil, nil
 				changed = true
 				e.m.partitionsFailedClosed.Inc()
-				e.burst.error("share fetch partition refused: records could not be decrypted", "topic", name, "partition", p.Partition, "err", err)
+				e.burst.Error("share fetch partition refused: records could not be decrypted", "topic", name, "partition", p.Partition, "err", err)
 				continue
 			}
 			if ch {
@@ -189,7 +189,7 @@ func (e *engine) openPartition(ctx context.Context, ar *arena, topic string, nam
 			}
 			if e.leaveEnc {
 				e.m.leftEncrypted.Inc()
-				e.burst.error("record left encrypted: it could not be decrypted", "topic", topic, "offset", rec.Offset(), "err", err)
+				e.burst.Error("record left encrypted: it could not be decrypted", "topic", topic, "offset", rec.Offset(), "err", err)
 				return false, nil
 			}
 			e.m.openFail.Inc()
@@ -209,7 +209,7 @@ func (e *engine) openPartition(ctx context.Context, ar *arena, topic string, nam
 			// partition on as the broker sent it (still encrypted, if it
 			// was); the client reports any corruption itself.
 			e.m.leftEncrypted.Inc()
-			e.burst.error("fetch batch left encrypted: it could not be read", "topic", topic, "err", err)
+			e.burst.Error("fetch batch left encrypted: it could not be read", "topic", topic, "err", err)
 			return batches, false, nil
 		}
 		return nil, false, err

@@ -72,7 +72,7 @@ func (e *engine) sealProduce(ctx context.Context, x *interceptor.Exchange) error
 					e.m.kmsErrors.WithLabelValues("encrypt").Inc()
 				}
 				e.m.partitionsFailedClosed.Inc()
-				e.burst.error("produce refused: records could not be encrypted", "topic", name, "partition", p.Partition,
+				e.burst.Error("produce refused: records could not be encrypted", "topic", name, "partition", p.Partition,
 					"client_id", x.Conn.ClientID(), "error_code", c, "err", err)
 				fails = append(fails, refused{t.Topic, t.TopicID, p.Partition, c, "strait: " + err.Error()})
 				continue

@@ -13,8 +13,7 @@ import (
 // Every is how often a Logger lets a line through.
 const Every = 10 * time.Second
 
-// Logger is safe for concurrent use. The zero value drops everything until
-// Log is set.
+// Logger is safe for concurrent use. A nil or zero Logger drops everything.
 type Logger struct {
 	Log        *slog.Logger
 	mu         sync.Mutex
@@ -32,6 +31,9 @@ func (b *Logger) Error(msg string, args ...any) { b.emit(slog.LevelError, msg, a
 func (b *Logger) Warn(msg string, args ...any) { b.emit(slog.LevelWarn, msg, args) }
 
 func (b *Logger) emit(level slog.Level, msg string, args []any) {
+	if b == nil {
+		return
+	}
 	b.mu.Lock()
 	now := time.Now()
 	if b.Log == nil || !b.last.IsZero() && now.Sub(b.last) < Every {

@@ -19,7 +19,7 @@ import (
 // idempotent producer sends 1000 records through an encrypting Strait while
 // its configuration is reloaded three times, once by a file change to a new
 // key, once with an invalid file (rejected: the old configuration stays),
-// once by SIGHUP. Every record lands exactly once, none in clear, and the
+// once by SIGHUP, and once more by a rotated keyring. Every record lands exactly once, none in clear, and the
 // producer never reconnects.
 func TestReloadUnderLoad(t *testing.T) {
 	if directMode {
@@ -110,6 +110,12 @@ func TestReloadUnderLoad(t *testing.T) {
 	}
 	waitMetric("strait_config_reloads_total", `result="applied"`, 2)
 	produce(3 * phase)
+
+	// A rotated keyring (a file the interceptor declared) reloads too.
+	if _, err := local.Rotate(keyring, "kek-a"); err != nil {
+		t.Fatal(err)
+	}
+	waitMetric("strait_config_reloads_total", `result="applied"`, 3)
 
 	if got := metric("strait_connections_total", ""); got != conns {
 		t.Errorf("the producer opened %v new connections across the reloads", got-conns)
