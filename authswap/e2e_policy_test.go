@@ -15,7 +15,7 @@ import (
 
 	"github.com/strait-proxy/strait/config"
 	"github.com/strait-proxy/strait/interceptor"
-	"github.com/strait-proxy/strait/interceptor/registry"
+	"github.com/strait-proxy/strait/plugins"
 	"github.com/strait-proxy/strait/internal/sasltest"
 	"github.com/strait-proxy/strait/internal/straittest"
 	"github.com/strait-proxy/strait/metadata"
@@ -55,7 +55,7 @@ interceptors:
 	cfg, err := config.Parse([]byte(yml))
 	straittest.Must(t, err, "config")
 	s := startChain(t, upstream, func(log *slog.Logger, reg *prometheus.Registry) ([]*interceptor.Interceptor, *metadata.TopicNames) {
-		set, err := registry.Build(cfg, log, reg)
+		set, err := plugins.Build(cfg, log, reg)
 		straittest.Must(t, err, "registry")
 		t.Cleanup(func() { set.Close() })
 		return set.List, set.Topics

@@ -10,7 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/strait-proxy/strait/config"
-	"github.com/strait-proxy/strait/interceptor/registry"
+	"github.com/strait-proxy/strait/plugins"
 )
 
 // The authswap block as strait.yaml spells it: strictly decoded, errors
@@ -31,7 +31,7 @@ func TestRegistryConfig(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		set, err := registry.Build(cfg, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+		set, err := plugins.Build(cfg, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 		if err == nil {
 			set.Close()
 		}

@@ -19,7 +19,7 @@ import (
 
 	"github.com/strait-proxy/strait/config"
 	"github.com/strait-proxy/strait/interceptor"
-	"github.com/strait-proxy/strait/interceptor/registry"
+	"github.com/strait-proxy/strait/plugins"
 	"github.com/strait-proxy/strait/internal/straittest"
 	"github.com/strait-proxy/strait/metadata"
 	"github.com/strait-proxy/strait/policy"
@@ -225,7 +225,7 @@ interceptors:
     config: {policies: [testdata/demo/policy.rego], catalog: testdata/demo/catalog.yaml, on_error: redact}
 `))
 	straittest.Must(t, err, "parse")
-	set, err := registry.Build(cfg, slogDiscard(), nil)
+	set, err := plugins.Build(cfg, slogDiscard(), nil)
 	straittest.Must(t, err, "build")
 	if len(set.List) != 1 || set.List[0].Name != "policy" {
 		t.Fatalf("built %v", set.List)
@@ -241,7 +241,7 @@ interceptors:
     config: {policies: [testdata/demo/policy.rego], colour: red}
 `))
 	straittest.Must(t, err, "parse")
-	_, err = registry.Build(cfg, slogDiscard(), nil)
+	_, err = plugins.Build(cfg, slogDiscard(), nil)
 	if err == nil || !strings.Contains(err.Error(), "interceptors[1].name: policy must be listed before decrypt") ||
 		!strings.Contains(err.Error(), "interceptors[1].config.colour") {
 		t.Fatalf("order/unknown key not refused: %v", err)

@@ -18,7 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/strait-proxy/strait/config"
-	"github.com/strait-proxy/strait/interceptor/registry"
+	"github.com/strait-proxy/strait/plugins"
 	"github.com/strait-proxy/strait/proxy"
 )
 
@@ -83,7 +83,7 @@ func runStraitInProcess(args []string, cpuprofile string) error {
 	_ = lvl.UnmarshalText([]byte(*level))
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 	reg := prometheus.NewRegistry()
-	ics, err := registry.Build(cfg, log, reg)
+	ics, err := plugins.Build(cfg, log, reg)
 	if err != nil {
 		return err
 	}

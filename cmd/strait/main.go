@@ -25,7 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/strait-proxy/strait/config"
-	"github.com/strait-proxy/strait/interceptor/registry"
+	"github.com/strait-proxy/strait/plugins"
 	"github.com/strait-proxy/strait/proxy"
 )
 
@@ -182,7 +182,7 @@ func cmdValidate(args []string, stdout, stderr io.Writer) int {
 		if verr := cfg.Validate(); verr != nil {
 			errs = append(errs, verr)
 		}
-		if set, berr := registry.Build(cfg, slog.New(slog.DiscardHandler), prometheus.NewRegistry()); berr != nil {
+		if set, berr := plugins.Build(cfg, slog.New(slog.DiscardHandler), prometheus.NewRegistry()); berr != nil {
 			errs = append(errs, berr)
 		} else {
 			set.Close()
@@ -228,7 +228,7 @@ func cmdRun(args []string, stderr io.Writer) int {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	ics, err := registry.Build(cfg, log, reg)
+	ics, err := plugins.Build(cfg, log, reg)
 	if err != nil {
 		fmt.Fprintf(stderr, "strait: invalid configuration:\n%s\n", indent(err.Error()))
 		return 2

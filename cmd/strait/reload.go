@@ -16,7 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/strait-proxy/strait/config"
-	"github.com/strait-proxy/strait/interceptor/registry"
+	"github.com/strait-proxy/strait/plugins"
 	"github.com/strait-proxy/strait/metadata"
 	"github.com/strait-proxy/strait/proxy"
 )
@@ -39,7 +39,7 @@ type reloader struct {
 	files   []string
 }
 
-func newReloader(load func() (config.Config, error), srv *proxy.Server, log *slog.Logger, reg prometheus.Registerer, topics *metadata.TopicNames, cfg config.Config, set *registry.Set, configPath string) *reloader {
+func newReloader(load func() (config.Config, error), srv *proxy.Server, log *slog.Logger, reg prometheus.Registerer, topics *metadata.TopicNames, cfg config.Config, set *plugins.Set, configPath string) *reloader {
 	r := &reloader{load: load, srv: srv, log: log, reg: reg, topics: topics, every: 2 * time.Second, path: configPath}
 	r.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "strait_config_reloads_total", Help: "Configuration reloads (SIGHUP or a watched file changed), by result: applied or rejected.",
@@ -54,7 +54,7 @@ func newReloader(load func() (config.Config, error), srv *proxy.Server, log *slo
 
 // watchedFiles are the config file, the TLS files it names and the files
 // each interceptor declared.
-func watchedFiles(configPath string, cfg config.Config, set *registry.Set) []string {
+func watchedFiles(configPath string, cfg config.Config, set *plugins.Set) []string {
 	files := []string{configPath, cfg.Listen.TLS.CertFile, cfg.Listen.TLS.KeyFile, cfg.Listen.TLS.ClientCAFile}
 	for _, ic := range set.List {
 		files = append(files, ic.Files...)
@@ -127,7 +127,7 @@ func (r *reloader) reload(why string) bool {
 	if err != nil {
 		return reject(err)
 	}
-	set, err := registry.BuildWith(cfg, r.log, r.reg, r.topics)
+	set, err := plugins.BuildWith(cfg, r.log, r.reg, r.topics)
 	if err != nil {
 		return reject(err)
 	}

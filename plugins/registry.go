@@ -1,6 +1,7 @@
-// Package registry maps the interceptor names a config may use to their
-// constructors, and builds a listener's chain from config.
-package registry
+// Package plugins is where the binary's interceptors are wired: it maps the
+// names a config may use to their constructors and builds the chain from a
+// config. The interceptor contract (package interceptor) knows none of them.
+package plugins
 
 import (
 	"encoding/json"
@@ -34,42 +35,37 @@ type Env struct {
 // Constructor builds one interceptor from its raw config.
 type Constructor func(raw json.RawMessage, env Env) (*interceptor.Interceptor, error)
 
+// strict makes a Constructor from a function of the interceptor's own typed
+// config: the raw config is decoded strictly (unknown keys are errors with
+// their path) before build sees it.
+func strict[C any](build func(C, Env) (*interceptor.Interceptor, error)) Constructor {
+	return func(raw json.RawMessage, env Env) (*interceptor.Interceptor, error) {
+		var c C
+		if err := config.DecodeStrict(raw, &c, env.Path); err != nil {
+			return nil, err
+		}
+		return build(c, env)
+	}
+}
+
+// builtins are the interceptors a config may name. A new one is one line
+// here (and its package).
 var builtins = map[string]Constructor{
-	encrypt.EncryptName: func(raw json.RawMessage, env Env) (*interceptor.Interceptor, error) {
-		var c encrypt.Config
-		if err := config.DecodeStrict(raw, &c, env.Path); err != nil {
-			return nil, err
-		}
+	encrypt.EncryptName: strict(func(c encrypt.Config, env Env) (*interceptor.Interceptor, error) {
 		return encrypt.NewEncrypt(c, encrypt.Env{Logger: env.Logger, Metrics: env.Metrics, Topics: env.Topics})
-	},
-	encrypt.DecryptName: func(raw json.RawMessage, env Env) (*interceptor.Interceptor, error) {
-		var c encrypt.Config
-		if err := config.DecodeStrict(raw, &c, env.Path); err != nil {
-			return nil, err
-		}
+	}),
+	encrypt.DecryptName: strict(func(c encrypt.Config, env Env) (*interceptor.Interceptor, error) {
 		return encrypt.NewDecrypt(c, encrypt.Env{Logger: env.Logger, Metrics: env.Metrics, Topics: env.Topics})
-	},
-	policy.Name: func(raw json.RawMessage, env Env) (*interceptor.Interceptor, error) {
-		var c policy.Config
-		if err := config.DecodeStrict(raw, &c, env.Path); err != nil {
-			return nil, err
-		}
+	}),
+	policy.Name: strict(func(c policy.Config, env Env) (*interceptor.Interceptor, error) {
 		return policy.New(c, policy.Env{Logger: env.Logger, Metrics: env.Metrics, Topics: env.Topics})
-	},
-	authswap.Name: func(raw json.RawMessage, env Env) (*interceptor.Interceptor, error) {
-		var c authswap.Config
-		if err := config.DecodeStrict(raw, &c, env.Path); err != nil {
-			return nil, err
-		}
+	}),
+	authswap.Name: strict(func(c authswap.Config, env Env) (*interceptor.Interceptor, error) {
 		return authswap.New(c, authswap.Env{Logger: env.Logger, Metrics: env.Metrics})
-	},
-	"deny-apis": func(raw json.RawMessage, env Env) (*interceptor.Interceptor, error) {
-		var c denyapis.Config
-		if err := config.DecodeStrict(raw, &c, env.Path); err != nil {
-			return nil, err
-		}
+	}),
+	denyapis.Name: strict(func(c denyapis.Config, env Env) (*interceptor.Interceptor, error) {
 		return denyapis.New(c, env.Logger)
-	},
+	}),
 }
 
 // Names lists the interceptors a config may name.
@@ -78,7 +74,7 @@ func Names() []string {
 	for n := range builtins {
 		out = append(out, n)
 	}
-	out = append(out, "metadata")
+	out = append(out, metadata.Name)
 	sort.Strings(out)
 	return out
 }
@@ -123,7 +119,7 @@ func BuildWith(cfg config.Config, log *slog.Logger, reg prometheus.Registerer, t
 	errs = append(errs, policy.CheckOrder(names(cfg))...)
 	for i, ic := range cfg.Interceptors {
 		path := fmt.Sprintf("interceptors[%d]", i)
-		if ic.Name == "metadata" {
+		if ic.Name == metadata.Name {
 			errs = append(errs, path+".name: the metadata interceptor is built in and always first; remove it from the list")
 			continue
 		}
