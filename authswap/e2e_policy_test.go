@@ -15,10 +15,10 @@ import (
 
 	"github.com/strait-proxy/strait/config"
 	"github.com/strait-proxy/strait/interceptor"
-	"github.com/strait-proxy/strait/plugins"
 	"github.com/strait-proxy/strait/internal/sasltest"
 	"github.com/strait-proxy/strait/internal/straittest"
 	"github.com/strait-proxy/strait/metadata"
+	"github.com/strait-proxy/strait/plugins"
 )
 
 // The principal authswap proves is what policy decides on: alice and carol

@@ -19,9 +19,9 @@ import (
 
 	"github.com/strait-proxy/strait/config"
 	"github.com/strait-proxy/strait/interceptor"
-	"github.com/strait-proxy/strait/plugins"
 	"github.com/strait-proxy/strait/internal/straittest"
 	"github.com/strait-proxy/strait/metadata"
+	"github.com/strait-proxy/strait/plugins"
 	"github.com/strait-proxy/strait/policy"
 	"github.com/strait-proxy/strait/proxy"
 )

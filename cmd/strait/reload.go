@@ -16,8 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/strait-proxy/strait/config"
-	"github.com/strait-proxy/strait/plugins"
 	"github.com/strait-proxy/strait/metadata"
+	"github.com/strait-proxy/strait/plugins"
 	"github.com/strait-proxy/strait/proxy"
 )
 
