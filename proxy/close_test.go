@@ -5,11 +5,13 @@ import (
 	"encoding/binary"
 	"io"
 	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/strait-proxy/strait/interceptor"
@@ -74,4 +76,40 @@ func TestCloseAfterResponse(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// TestUnreachableBrokerAnswersRetriable: a produce to a broker Strait cannot
+// reach gets NOT_LEADER_OR_FOLLOWER (retriable: the client refreshes
+// metadata and retries) before the connection closes, never a bare close on
+// the first request (which franz-go turns into failed records).
+func TestUnreachableBrokerAnswersRetriable(t *testing.T) {
+	c := straittest.Cluster(t, kfake.SeedTopics(1, "gone"))
+	s := straittest.Start(t, c.ListenAddrs(), nil, nil)
+	mustWork(t, s) // broker listeners are open
+	before := straittest.Counter(t, s.Registry, "strait_connection_errors_total", "reason", "upstream_dial")
+	c.Close()
+	conn, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(s.PortBase)) // node 0's listener
+	straittest.Must(t, err, "dial")
+	defer conn.Close()
+	req := kmsg.NewPtrProduceRequest()
+	req.SetVersion(7)
+	req.Acks, req.TimeoutMillis = -1, 1000
+	req.Topics = []kmsg.ProduceRequestTopic{{Topic: "gone", Partitions: []kmsg.ProduceRequestTopicPartition{{Partition: 0, Records: []byte{}}}}}
+	_, err = conn.Write(kmsg.NewRequestFormatter().AppendRequest(nil, req, 5))
+	straittest.Must(t, err, "write")
+	_ = conn.SetReadDeadline(time.Now().Add(15 * time.Second))
+	var size [4]byte
+	_, err = io.ReadFull(conn, size[:])
+	straittest.Must(t, err, "read the answer")
+	body := make([]byte, binary.BigEndian.Uint32(size[:]))
+	_, err = io.ReadFull(conn, body)
+	straittest.Must(t, err, "read the answer")
+	resp := kmsg.NewPtrProduceResponse()
+	resp.SetVersion(7)
+	straittest.Must(t, resp.ReadFrom(body[4:]), "decode")
+	if len(resp.Topics) != 1 || len(resp.Topics[0].Partitions) != 1 || resp.Topics[0].Partitions[0].ErrorCode != 6 {
+		t.Fatalf("answer %+v, want NOT_LEADER_OR_FOLLOWER on the partition", resp.Topics)
+	}
+	expectClosed(t, conn)
+	waitCounter(t, s, "strait_connection_errors_total", before, "reason", "upstream_dial")
 }

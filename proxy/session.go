@@ -53,6 +53,7 @@ type session struct {
 	// that socket: the pump writes the client, the reader the upstream.
 	clientWD, upWD writeDeadline
 	cur            *interceptor.Exchange // the pump's current exchange
+	endErr         error                 // why the reader ended a session it left for the pump to finish
 	inFrame        bool                  // the reader has a frame's size, not yet its body
 }
 
@@ -235,7 +236,7 @@ func (ss *session) run(sni bool) {
 			}
 		}
 	}
-	ss.close(nil)
+	ss.close(ss.endErr) // nil unless the reader left a last answer for the pump
 	attrs := []any{"conn", ss.ic.ID, "listener", ss.listener, "client_id", ss.ic.ClientID(), "principal", ss.ic.Principal().String(),
 		"requests", ss.requests.Load(), "bytes_in", ss.bytesIn.Load(), "bytes_out", ss.bytesOut.Load(), "duration", time.Since(start).String()}
 	if ss.closeErr != nil {
@@ -446,6 +447,10 @@ func (ss *session) request(ctx context.Context, h reqHeader, frame []byte, held 
 	}
 	if ss.up == nil {
 		if err := ss.dial(ctx); err != nil {
+			var de *dialError
+			if errors.As(err, &de) {
+				ss.unavailable(h, frame, p.x, acks, de)
+			}
 			abandon()
 			return owned, false
 		}
@@ -472,6 +477,47 @@ func (ss *session) request(ctx context.Context, h reqHeader, frame []byte, held 
 		return owned, false
 	}
 	return owned, true
+}
+
+// dialError is an upstream that could not be reached (no route, TCP or TLS).
+type dialError struct{ err error }
+
+func (e *dialError) Error() string { return e.err.Error() }
+func (e *dialError) Unwrap() error { return e.err }
+
+// unavailable ends a session whose broker cannot be reached, as gently as
+// the request allows. A Produce or Fetch is answered NOT_LEADER_OR_FOLLOWER
+// on every partition before the connection closes: the client refreshes
+// metadata and retries. Closing on the first request instead makes franz-go
+// fail the records of a produce (it cannot tell a closed connection from a
+// refused one), which the chaos run measured as lost records while a broker
+// restarted. Anything else closes as before; clients retry those.
+func (ss *session) unavailable(h reqHeader, frame []byte, x *interceptor.Exchange, acks int16, de *dialError) {
+	ss.endErr = fmt.Errorf("upstream_dial: %w", de)
+	ss.srv.metrics.connErrors.WithLabelValues("upstream_dial").Inc()
+	if acks == 0 || h.key != keyProduce && h.key != int16(kmsg.Fetch) {
+		ss.close(ss.endErr)
+		return
+	}
+	var req kmsg.Request
+	if x != nil && x.Request != nil {
+		req = x.Request
+	} else {
+		req = kmsg.RequestForKey(h.key)
+		req.SetVersion(h.version)
+		if err := req.ReadFrom(frame[h.bodyOffset:]); err != nil {
+			ss.close(ss.endErr)
+			return
+		}
+	}
+	resp, err := interceptor.ErrorResponse(req, kerr.NotLeaderForPartition.Code)
+	if err != nil {
+		ss.close(ss.endErr)
+		return
+	}
+	// The pump writes this after the responses before it; run closes the
+	// connection once the pump is done.
+	ss.enqueue(pending{key: h.key, version: h.version, corr: h.corr, local: appendResponseFrame(nil, h.corr, resp), start: time.Now()})
 }
 
 // answerLocally answers req with code on every partition or item it names.
@@ -629,14 +675,12 @@ func (ss *session) dial(ctx context.Context) error {
 	addr, ok := s.upstreamAddr(ss.node)
 	if !ok {
 		s.metrics.dialErrors.WithLabelValues(fmt.Sprint(ss.node)).Inc()
-		ss.fail("upstream_dial", fmt.Errorf("no known upstream address for node %d", ss.node))
-		return errors.New("no route")
+		return &dialError{fmt.Errorf("no known upstream address for node %d", ss.node)}
 	}
 	c, err := s.dialer.dial(ctx, addr)
 	if err != nil {
 		s.metrics.dialErrors.WithLabelValues(fmt.Sprint(ss.node)).Inc()
-		ss.fail("upstream_dial", fmt.Errorf("dial %s: %w", addr, err))
-		return err
+		return &dialError{fmt.Errorf("dial %s: %w", addr, err)}
 	}
 	up := newUpstream(c, addr, ss.node, s.vt.Load(), s.cfg.Limits.MaxFrameBytes)
 	ss.upWD = writeDeadline{}
