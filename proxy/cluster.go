@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/sasl"
@@ -170,7 +171,7 @@ func (s *Server) answerApiVersions(ctx context.Context, h reqHeader) ([]byte, er
 	resp.SetVersion(h.version)
 	if h.version > s.vt.Load().kmsgMax[18] {
 		resp.SetVersion(0)
-		resp.ErrorCode = 35 // UNSUPPORTED_VERSION
+		resp.ErrorCode = kerr.UnsupportedVersion.Code
 	}
 	return appendResponseFrame(nil, h.corr, &resp), nil
 }

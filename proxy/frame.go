@@ -215,7 +215,7 @@ func responseBodyOffset(frame []byte, key int16, flexible bool) (int, bool) {
 	if len(frame) < 4 {
 		return 0, false
 	}
-	if !flexible || key == 18 {
+	if !flexible || key == keyApiVersions {
 		return 4, true
 	}
 	n, ok := skipTags(frame[4:])
@@ -227,7 +227,7 @@ func appendResponseFrame(dst []byte, corr int32, resp kmsg.Response) []byte {
 	start := len(dst)
 	dst = append(dst, 0, 0, 0, 0)
 	dst = binary.BigEndian.AppendUint32(dst, uint32(corr))
-	if resp.IsFlexible() && resp.Key() != 18 {
+	if resp.IsFlexible() && resp.Key() != keyApiVersions {
 		dst = append(dst, 0) // empty header tags
 	}
 	dst = resp.AppendTo(dst)

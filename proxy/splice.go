@@ -47,7 +47,7 @@ func (ss *session) spliceRequest() (bool, error) {
 	}
 	vt := s.vt.Load()
 	h, err := parseReqHeader(head[4:], vt)
-	if err != nil || h.key == 18 || !vt.accepts(h.key, h.version) {
+	if err != nil || h.key == keyApiVersions || !vt.accepts(h.key, h.version) {
 		return false, nil
 	}
 	reqHooked, respHooked := s.chain.Load().Hooked(h.key, h.version)
@@ -55,7 +55,7 @@ func (ss *session) spliceRequest() (bool, error) {
 		return false, nil
 	}
 	acks := int16(-1)
-	if h.key == 0 {
+	if h.key == keyProduce {
 		if a, ok := produceAcks(head[4+h.bodyOffset:], h.version); ok {
 			acks = a
 		}

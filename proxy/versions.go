@@ -141,7 +141,7 @@ func (vt *versionTable) clamp(broker []kmsg.ApiVersionsResponseApiKey, rules ver
 			// Answered locally: the interceptor's range, not the broker's.
 			lo, hi = a[0], min(a[1], vt.kmsgMax[k])
 			seen[k] = true
-		} else if k == 17 && lo < 1 {
+		} else if k == keySaslHandshake && lo < 1 {
 			// SaslHandshake v0 switches the connection to raw,
 			// unframed SASL tokens: only an interceptor that answers
 			// the handshake itself (and follows the tokens) offers it.
