@@ -10,6 +10,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/strait-proxy/strait/interceptor/errresp"
 )
 
 const keyProduce, keyFetch int16 = 0, 1
@@ -405,7 +407,7 @@ func topicPrefix(prefix string) *Interceptor {
 				case len(refused) == 0:
 					return nil // forwarded as the client's original bytes
 				case len(keep) == 0: // nothing left to forward: answer
-					resp, err := ErrorResponse(req, kerr.PolicyViolation.Code)
+					resp, err := errresp.For(req, kerr.PolicyViolation.Code)
 					if err != nil {
 						return err
 					}

@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/strait-proxy/strait/interceptor"
+	"github.com/strait-proxy/strait/interceptor/errresp"
 	"github.com/strait-proxy/strait/internal/straittest"
 )
 
@@ -33,7 +34,7 @@ func TestCloseAfterResponse(t *testing.T) {
 		},
 		Hooks: []interceptor.Hook{{Key: int16(kmsg.DeleteTopics), Request: func(_ context.Context, x *interceptor.Exchange) error {
 			answered.Store(x.Conn.ID)
-			resp, err := interceptor.ErrorResponse(x.Request, 73)
+			resp, err := errresp.For(x.Request, 73)
 			if err != nil {
 				return err
 			}

@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/strait-proxy/strait/interceptor"
+	"github.com/strait-proxy/strait/interceptor/errresp"
 	"github.com/strait-proxy/strait/internal/straittest"
 )
 
@@ -22,7 +23,7 @@ func answering(name string, code int16, closed *atomic.Int32) *interceptor.Inter
 	return &interceptor.Interceptor{
 		Name: name,
 		Hooks: []interceptor.Hook{{Key: int16(kmsg.DeleteTopics), Request: func(_ context.Context, x *interceptor.Exchange) error {
-			resp, err := interceptor.ErrorResponse(x.Request, code)
+			resp, err := errresp.For(x.Request, code)
 			if err != nil {
 				return err
 			}

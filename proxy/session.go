@@ -20,6 +20,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/strait-proxy/strait/interceptor"
+	"github.com/strait-proxy/strait/interceptor/errresp"
 )
 
 // session is one client connection and the upstream connection paired with
@@ -510,7 +511,7 @@ func (ss *session) unavailable(h reqHeader, frame []byte, x *interceptor.Exchang
 			return
 		}
 	}
-	resp, err := interceptor.ErrorResponse(req, kerr.NotLeaderForPartition.Code)
+	resp, err := errresp.For(req, kerr.NotLeaderForPartition.Code)
 	if err != nil {
 		ss.close(ss.endErr)
 		return
@@ -522,7 +523,7 @@ func (ss *session) unavailable(h reqHeader, frame []byte, x *interceptor.Exchang
 
 // answerLocally answers req with code on every partition or item it names.
 func (ss *session) answerLocally(x *interceptor.Exchange, req kmsg.Request, code int16) bool {
-	resp, err := interceptor.ErrorResponse(req, code)
+	resp, err := errresp.For(req, code)
 	if err != nil {
 		x.Done()
 		ss.fail("request_too_large", err)

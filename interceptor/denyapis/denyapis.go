@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/strait-proxy/strait/interceptor"
+	"github.com/strait-proxy/strait/interceptor/errresp"
 )
 
 // Name is the name configs use for this interceptor.
@@ -129,7 +130,7 @@ func (d *denier) deny(ctx context.Context, x *interceptor.Exchange) error {
 	if code == 0 {
 		code = defaultCode(x.Request)
 	}
-	resp, respErr := interceptor.ErrorResponse(x.Request, code)
+	resp, respErr := errresp.For(x.Request, code)
 	attrs := []slog.Attr{
 		slog.String("api", api),
 		slog.Int("version", int(x.Version)),

@@ -1,4 +1,8 @@
-package interceptor
+// Package errresp builds the error response a broker would send to refuse a
+// request, for any Kafka API kmsg knows (the interceptors' denials, Strait's
+// own refusals). It lives apart from the interceptor contract: it is
+// reflection over kmsg's structs, and the contract should fit on one screen.
+package errresp
 
 import (
 	"fmt"
@@ -8,10 +12,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-// refusedMessage is what ErrorResponse puts in ErrorMessage fields.
+// refusedMessage is what For puts in ErrorMessage fields.
 const refusedMessage = "refused by proxy policy"
 
-// ErrorResponse builds the response a broker refusing req would send: the
+// For builds the response a broker refusing req would send: the
 // response kind of req at req's version, with every item of the request
 // (topic, partition, group, resource, ...) answered with code.
 //
@@ -41,12 +45,12 @@ const refusedMessage = "refused by proxy policy"
 // encode and a decode) make it slow next to hand-written code: it is meant
 // for denials, not for every request.
 //
-// ErrorResponse returns an error when the response would carry code nowhere
+// For returns an error when the response would carry code nowhere
 // at req's version (for example Metadata below v13 asking for all topics:
 // there is no item to put the code on and no top-level error code), when
 // code is 0, and for Produce with acks=0, which has no response. The caller
 // should then close the connection, as a broker does.
-func ErrorResponse(req kmsg.Request, code int16) (kmsg.Response, error) {
+func For(req kmsg.Request, code int16) (kmsg.Response, error) {
 	name := kmsg.NameForKey(req.Key())
 	if code == 0 {
 		return nil, fmt.Errorf("%s: error code 0 (NONE) refuses nothing", name)

@@ -1,4 +1,4 @@
-package interceptor
+package errresp
 
 import (
 	"fmt"
@@ -86,7 +86,7 @@ func roundTrip(t *testing.T, resp kmsg.Response) kmsg.Response {
 	return back
 }
 
-// wantRefused lists the (key, version) pairs for which ErrorResponse cannot
+// wantRefused lists the (key, version) pairs for which For cannot
 // answer a populated request: DescribeLogDirs before v3 has no top-level
 // error code, and its per-directory entries do not come from the request.
 var wantRefused = []string{"35 DescribeLogDirs v0", "35 DescribeLogDirs v1", "35 DescribeLogDirs v2"}
@@ -103,7 +103,7 @@ func TestErrorResponseEveryKey(t *testing.T) {
 		}
 		known++
 		for v := kmsgMinVersion; v <= kmsg.RequestForKey(key).MaxVersion(); v++ {
-			resp, err := ErrorResponse(wireRequest(t, key, v), testCode)
+			resp, err := For(wireRequest(t, key, v), testCode)
 			if err != nil {
 				refused = append(refused, fmt.Sprintf("%d %s v%d", key, kmsg.NameForKey(key), v))
 				continue
@@ -119,7 +119,7 @@ func TestErrorResponseEveryKey(t *testing.T) {
 	if known < 90 {
 		t.Fatalf("kmsg knows only %d request keys", known)
 	}
-	t.Logf("%d request keys; ErrorResponse refuses: %s", known, strings.Join(refused, ", "))
+	t.Logf("%d request keys; For refuses: %s", known, strings.Join(refused, ", "))
 	if !slices.Equal(refused, wantRefused) {
 		t.Errorf("refused %v, want %v", refused, wantRefused)
 	}
@@ -161,7 +161,7 @@ func TestErrorResponseCommon(t *testing.T) {
 		for _, v := range []int16{kmsgMinVersion, req0.MaxVersion()} {
 			name := fmt.Sprintf("%s/v%d", kmsg.NameForKey(key), v)
 			t.Run(name, func(t *testing.T) {
-				resp, err := ErrorResponse(wireRequest(t, key, v), testCode)
+				resp, err := For(wireRequest(t, key, v), testCode)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -283,7 +283,7 @@ func TestErrorResponseMirrors(t *testing.T) {
 
 func mustRespond(t *testing.T, req kmsg.Request) kmsg.Response {
 	t.Helper()
-	resp, err := ErrorResponse(req, testCode)
+	resp, err := For(req, testCode)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -305,13 +305,13 @@ func TestErrorResponseRefuses(t *testing.T) {
 		{"produce acks=0", acks0, testCode},
 		{"code 0", ok, 0},
 	} {
-		if resp, err := ErrorResponse(tc.req, tc.code); err == nil {
+		if resp, err := For(tc.req, tc.code); err == nil {
 			t.Errorf("%s: got %T, want an error", tc.name, resp)
 		}
 	}
 	meta13 := kmsg.NewPtrMetadataRequest()
 	meta13.SetVersion(13)
-	if _, err := ErrorResponse(meta13, testCode); err != nil {
+	if _, err := For(meta13, testCode); err != nil {
 		t.Errorf("metadata v13 has a top-level error code: %v", err)
 	}
 }
@@ -339,7 +339,7 @@ func FuzzErrorResponse(f *testing.F) {
 		if req.ReadFrom(body) != nil {
 			return
 		}
-		resp, err := ErrorResponse(req, testCode)
+		resp, err := For(req, testCode)
 		if err != nil {
 			return
 		}
