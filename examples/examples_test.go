@@ -202,8 +202,9 @@ func runExample(t *testing.T, ex example) {
 }
 
 // startStrait runs `strait run --config strait.yaml` in dir with flags that
-// override the file's addresses, and waits until it is ready.
-func startStrait(t *testing.T, dir string, upstream []string) (seed string) {
+// override the file's addresses (and any extra flags), and waits until it is
+// ready.
+func startStrait(t *testing.T, dir string, upstream []string, extra ...string) (seed string) {
 	t.Helper()
 	base := straittest.FreePortBase(t, 12) // brokers on base+n; bootstrap base+10; admin base+11
 	listen := "127.0.0.1:" + strconv.Itoa(base+10)
@@ -213,6 +214,7 @@ func startStrait(t *testing.T, dir string, upstream []string) (seed string) {
 	cmd := exec.Command(straitBin(t), "run", "--config", "strait.yaml",
 		"--upstream", strings.Join(upstream, ","), "--listen", listen, "--broker-port-base", strconv.Itoa(base),
 		"--admin-listen", admin, "--log-level", "warn")
+	cmd.Args = append(cmd.Args, extra...)
 	cmd.Dir = dir
 	cmd.Stdout = &lockedWriter{&logMu, &logs}
 	cmd.Stderr = cmd.Stdout
