@@ -2,6 +2,8 @@ package proxy_test
 
 import (
 	"context"
+	"crypto/tls"
+	"io"
 	"net"
 	"strconv"
 	"sync/atomic"
@@ -12,9 +14,11 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/strait-proxy/strait/config"
 	"github.com/strait-proxy/strait/interceptor"
 	"github.com/strait-proxy/strait/interceptor/errresp"
 	"github.com/strait-proxy/strait/internal/straittest"
+	"github.com/strait-proxy/strait/internal/testpki"
 )
 
 // answering is an interceptor that answers DeleteTopics itself with code,
@@ -101,4 +105,43 @@ func TestReload(t *testing.T) {
 	if got := deleteTopicCode(t, ctx, cl); got != 73 {
 		t.Fatalf("after a rejected reload: code %d, want 73 from gen2", got)
 	}
+}
+
+// TestReloadRotatesCertificate: a reload re-reads listen.tls; new handshakes
+// get the new certificate, a connection made before keeps working.
+func TestReloadRotatesCertificate(t *testing.T) {
+	c := straittest.Cluster(t)
+	ca := testpki.New(t)
+	cert1, key1 := ca.Leaf(t, "127.0.0.1", "localhost")
+	s := straittest.Start(t, c.ListenAddrs(), nil, func(c *config.Config) {
+		c.Listen.TLS.CertFile, c.Listen.TLS.KeyFile = cert1, key1
+	})
+	serialOf := func() string {
+		t.Helper()
+		conn, err := tls.Dial("tcp", s.Bootstrap, ca.ClientTLSConfig())
+		straittest.Must(t, err, "TLS dial")
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0].SerialNumber.String()
+	}
+	before := serialOf()
+	old, err := tls.Dial("tcp", s.Bootstrap, ca.ClientTLSConfig())
+	straittest.Must(t, err, "TLS dial")
+	defer old.Close()
+
+	cfg := s.Config
+	cfg.Listen.TLS.CertFile, cfg.Listen.TLS.KeyFile = ca.Leaf(t, "127.0.0.1", "localhost")
+	_, err = s.Reload(cfg, nil)
+	straittest.Must(t, err, "reload")
+	if after := serialOf(); after == before {
+		t.Fatalf("the listener still presents certificate %s after the reload", before)
+	}
+	// The connection from before the rotation still round-trips.
+	md := kmsg.NewPtrMetadataRequest()
+	md.SetVersion(1)
+	_, err = old.Write(kmsg.NewRequestFormatter().AppendRequest(nil, md, 1))
+	straittest.Must(t, err, "write on the old connection")
+	_ = old.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var size [4]byte
+	_, err = io.ReadFull(old, size[:])
+	straittest.Must(t, err, "read on the old connection")
 }
