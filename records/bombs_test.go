@@ -119,7 +119,9 @@ func TestZeroDeltaBombRefusedCheaply(t *testing.T) {
 			t.Errorf("the callback saw %d records of the bomb", calls)
 		}
 		t.Logf("refusal %d: after %d callback(s), %d KiB allocated: %v", i+1, calls, heap>>10, err)
-		if heap > limit {
+		// The race detector makes sync.Pool drop items at random, so the
+		// steady state (pooled buffers reused) is only measurable without it.
+		if heap > limit && !(raceEnabled && i > 0) {
 			t.Errorf("refusal %d allocated %d KiB, want < %d KiB", i+1, heap>>10, limit>>10)
 		}
 	}
