@@ -169,7 +169,7 @@ func Default() Config {
 		},
 		Limits: Limits{
 			MaxFrameBytes: 100 << 20,
-			MaxInFlight:   128,
+			MaxInFlight:   64,
 			IdleTimeout:   Duration(10 * time.Minute),
 			DrainTimeout:  Duration(30 * time.Second),
 			StallTimeout:  Duration(60 * time.Second),

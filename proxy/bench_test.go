@@ -111,8 +111,8 @@ func benchPassthrough(b *testing.B, size int) {
 // run2 starts a session's goroutines without TLS or connect hooks.
 func (ss *session) run2(b *testing.B) {
 	ss.ic = nil
-	ss.cr = bufio.NewReaderSize(ss.client, 64<<10)
-	ss.cw = bufio.NewWriterSize(ss.client, 64<<10)
+	ss.crl, ss.cwl = lazyReader{c: ss.client}, lazyWriter{c: ss.client}
+	ss.cr = ss.crl.get()
 	ss.ic = newTestConn()
 	ctx := context.Background()
 	go ss.pump(ctx)

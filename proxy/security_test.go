@@ -462,7 +462,9 @@ func TestAuthenticationGate(t *testing.T) {
 // must stay under the documented bound (docs/security.md).
 func TestIdleConnectionMemory(t *testing.T) {
 	const n = 500
-	const bound = 112 << 10 // bytes per client connection, its upstream included (measured: 95 KiB)
+	// Measured 31-33 KiB (the in-process subtraction varies by a few KiB);
+	// the bound guards against regressions without flaking.
+	const bound = 40 << 10 // bytes per client connection, its upstream included
 	c := straittest.Cluster(t, kfake.SeedTopics(1, "idle"))
 	s := straittest.Start(t, c.ListenAddrs(), nil, nil)
 	mustWork(t, s)
@@ -471,6 +473,7 @@ func TestIdleConnectionMemory(t *testing.T) {
 	frame := kmsg.NewRequestFormatter().AppendRequest(nil, md, 1)
 	measure := func() int64 {
 		runtime.GC()
+		runtime.GC() // twice: buffers given back to sync.Pools survive one GC
 		var m runtime.MemStats
 		runtime.ReadMemStats(&m)
 		return int64(m.HeapInuse + m.StackInuse)
@@ -496,6 +499,7 @@ func TestIdleConnectionMemory(t *testing.T) {
 			_, err = io.CopyN(io.Discard, conn, int64(binary.BigEndian.Uint32(size[:])))
 			straittest.Must(t, err, "read")
 		}
+		time.Sleep(1500 * time.Millisecond) // past the reader's idle grace: idle now
 		return (measure() - before) / n, closeAll
 	}
 	direct, closeDirect := open(c.ListenAddrs()[0])
@@ -504,7 +508,10 @@ func TestIdleConnectionMemory(t *testing.T) {
 	defer closeThrough()
 	per := through - direct
 	t.Logf("%d idle connections: %d KiB each direct to kfake, %d KiB through Strait: Strait holds %d KiB per connection (its upstream included)", n, direct>>10, through>>10, per>>10)
-	if per > bound {
+	// The race detector drops sync.Pool items at random and adds its own
+	// memory: the bound holds for the build users run, checked in the main
+	// (non-race) pass of make test.
+	if per > bound && !raceEnabled {
 		t.Fatalf("Strait holds %d bytes per idle connection, bound %d", per, bound)
 	}
 }

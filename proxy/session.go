@@ -31,8 +31,9 @@ type session struct {
 	srv      *Server
 	ic       *interceptor.Conn
 	client   net.Conn
-	cr       *bufio.Reader
-	cw       *bufio.Writer
+	cr       *bufio.Reader // ss.crl's reader while the reader goroutine has data
+	crl      lazyReader
+	cwl      lazyWriter // the pump's, to the client
 	listener string
 	node     int32
 	up       *upstream // dialed lazily, by the reader
@@ -68,6 +69,7 @@ type pending struct {
 	decodeResp   bool
 	parts        int    // > 1: a split request, answered by this many upstream responses (Exchange.Split)
 	local        []byte // a locally encoded frame (ApiVersions)
+	idle         bool   // no request: the client went idle, the pump drops its frame buffers
 	start        time.Time
 }
 
@@ -203,8 +205,8 @@ func (ss *session) run(sni bool) {
 			ss.node, ss.ic.NodeID = node, node
 		}
 	}
-	ss.cr = bufio.NewReaderSize(ss.client, sockBuf)
-	ss.cw = bufio.NewWriterSize(ss.client, sockBuf)
+	ss.crl, ss.cwl = lazyReader{c: ss.client}, lazyWriter{c: ss.client}
+	ss.cr = ss.crl.get()
 	s.log.Info("connection opened", "conn", ss.ic.ID, "listener", ss.listener, "node", ss.node, "remote", ss.ic.RemoteAddr.String(), "sni", ss.ic.SNI)
 	start := time.Now()
 
@@ -277,10 +279,16 @@ func (ss *session) read(ctx context.Context) {
 				ss.fail("upstream_write", err)
 				return
 			}
+			if ss.up != nil {
+				ss.up.w.idle()
+			}
 			if ss.stopping.Load() {
 				return
 			}
-			_ = ss.client.SetReadDeadline(time.Now().Add(idle))
+			if err := ss.waitForData(idle, &buf); err != nil {
+				ss.readError(err)
+				return
+			}
 		}
 		if done, err := ss.spliceRequest(); err != nil {
 			ss.fail("upstream_write", err)
@@ -533,6 +541,56 @@ func (ss *session) answerLocally(x *interceptor.Exchange, req kmsg.Request, code
 	return true
 }
 
+// respBuf is the pump's buffer for re-encoded responses, taken from the
+// frame pool again after an idle spell gave it back.
+func (ss *session) respBuf() []byte {
+	if ss.respScratch == nil {
+		ss.respScratch = getFrame()
+	}
+	return ss.respScratch[:0]
+}
+
+// idleGrace is how long the reader waits for the next frame holding its
+// buffer; past it the connection is idle and waits holding none. A client in
+// a request/response loop never pays the extra read of the idle wait.
+const idleGrace = time.Second
+
+// waitForData returns once the client has sent something (ss.cr then reads
+// it), or with the error that ended the wait: idle_timeout after idle, EOF.
+func (ss *session) waitForData(idle time.Duration, buf *[]byte) error {
+	now := time.Now()
+	_ = ss.client.SetReadDeadline(now.Add(min(idleGrace, idle)))
+	if _, err := ss.cr.Peek(1); err == nil {
+		return nil
+	} else if !isTimeout(err) || idle <= idleGrace || ss.stopping.Load() {
+		return err
+	}
+	_ = ss.client.SetReadDeadline(now.Add(idle))
+	if ss.stopping.Load() { // drain began while the deadline was moved
+		_ = ss.client.SetReadDeadline(time.Now())
+	}
+	// Idle: hold no buffer while waiting (the frame buffers go back too,
+	// the pump's once it has written what came before).
+	if *buf != nil {
+		putFrame(*buf)
+		*buf = nil
+	}
+	ss.enqueue(pending{idle: true})
+	ss.cr = nil
+	r, err := ss.crl.await()
+	if err != nil {
+		ss.cr = ss.crl.get() // for readError's callers, which may look
+		return err
+	}
+	ss.cr = r
+	return nil
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout() || errors.Is(err, os.ErrDeadlineExceeded)
+}
+
 // nextFrameSize peeks at the size of the next frame, once it has arrived,
 // and arms the stall deadline if the rest has not: a client that sends a
 // size and trickles (or withholds) the body is closed after stall_timeout.
@@ -609,7 +667,7 @@ func (ss *session) enqueue(p pending) bool {
 
 func (ss *session) forward(frame, out []byte) error {
 	ss.upWD.arm(ss.up.conn, ss.srv.cfg.Limits.StallTimeout.D())
-	w := ss.up.w
+	w := ss.up.w.get()
 	if out != nil {
 		_, err := w.Write(out)
 		return err
@@ -622,11 +680,11 @@ func (ss *session) forward(frame, out []byte) error {
 }
 
 func (ss *session) flushUpstream() error {
-	if ss.up == nil || ss.up.w.Buffered() == 0 {
+	if ss.up == nil || ss.up.w.buffered() == 0 {
 		return nil
 	}
 	ss.upWD.arm(ss.up.conn, ss.srv.cfg.Limits.StallTimeout.D())
-	return ss.up.w.Flush()
+	return ss.up.w.get().Flush()
 }
 
 func (ss *session) readError(err error) {
@@ -711,6 +769,12 @@ func (ss *session) pump(ctx context.Context) {
 	var buf []byte
 	stall := s.cfg.Limits.StallTimeout.D()
 	for p := range ss.pending {
+		if p.idle { // the client went idle: hold no frame buffers
+			putFrame(buf)
+			putFrame(ss.respScratch)
+			buf, ss.respScratch = nil, nil
+			continue
+		}
 		ss.cur = p.x
 		if cap(buf) > growStep {
 			putFrame(buf) // an idle connection keeps no large buffer
@@ -727,7 +791,7 @@ func (ss *session) pump(ctx context.Context) {
 				ss.hookError(err)
 				return
 			}
-			ss.respScratch = appendResponseFrame(ss.respScratch[:0], p.corr, p.x.Response)
+			ss.respScratch = appendResponseFrame(ss.respBuf(), p.corr, p.x.Response)
 			out = ss.respScratch
 		case p.parts > 1:
 			o, err := ss.splitResponses(ctx, p)
@@ -746,7 +810,10 @@ func (ss *session) pump(ctx context.Context) {
 				ss.bytesOut.Add(int64(n))
 				continue
 			}
-			frame, err := readFrame(p.up.r, buf, s.cfg.Limits.MaxFrameBytes, minResponseFrame)
+			if buf == nil {
+				buf = getFrame()
+			}
+			frame, err := readFrame(p.up.r.get(), buf, s.cfg.Limits.MaxFrameBytes, minResponseFrame)
 			buf = frame
 			if err != nil {
 				if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
@@ -780,32 +847,41 @@ func (ss *session) pump(ctx context.Context) {
 		ss.bytesOut.Add(int64(n))
 		ss.clientWD.arm(ss.client, stall)
 		if !prefixed {
-			if err := writeSize(ss.cw, len(out)); err != nil {
+			if err := writeSize(ss.cwl.get(), len(out)); err != nil {
 				ss.clientWriteError(err)
 				return
 			}
 		}
-		if _, err := ss.cw.Write(out); err != nil {
+		if _, err := ss.cwl.get().Write(out); err != nil {
 			ss.clientWriteError(err)
 			return
 		}
 		if p.x != nil {
 			p.x.Done() // out is in the writer: hooks may recycle their buffers
 			if p.x.ClosesAfterResponse() {
-				_ = ss.cw.Flush()
+				_ = ss.cwl.get().Flush()
 				ss.close(nil) // the interceptor asked (a failed SASL login), and counted why
 				return
 			}
 		}
 		if len(ss.pending) == 0 {
-			if err := ss.cw.Flush(); err != nil {
+			if err := ss.cwl.get().Flush(); err != nil {
 				ss.clientWriteError(err)
 				return
 			}
+			// Nothing in flight: the socket buffers go back to their
+			// pools (a busy connection takes them again at once).
+			ss.cwl.idle()
+			if p.up != nil {
+				p.up.r.idle()
+			}
+
 		}
 	}
 	ss.clientWD.arm(ss.client, stall)
-	_ = ss.cw.Flush()
+	if ss.cwl.buffered() > 0 {
+		_ = ss.cwl.get().Flush()
+	}
 }
 
 // clientWriteError ends the session after a failed write to the client: a
@@ -857,7 +933,7 @@ func (ss *session) responseHooks(ctx context.Context, p pending, frame []byte) (
 	if !p.x.ResponseModified() {
 		return nil, nil
 	}
-	ss.respScratch = appendResponseFrame(ss.respScratch[:0], p.corr, kresp)
+	ss.respScratch = appendResponseFrame(ss.respBuf(), p.corr, kresp)
 	return ss.respScratch, nil
 }
 
@@ -870,7 +946,7 @@ func (ss *session) splitResponses(ctx context.Context, p pending) ([]byte, error
 	resps := make([]kmsg.Response, p.parts)
 	for i := range resps {
 		// A frame of its own for each: a decoded response may alias it.
-		frame, err := readFrame(p.up.r, nil, s.cfg.Limits.MaxFrameBytes, minResponseFrame)
+		frame, err := readFrame(p.up.r.get(), nil, s.cfg.Limits.MaxFrameBytes, minResponseFrame)
 		if err != nil {
 			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
 				ss.fail("upstream_closed", err)
@@ -908,7 +984,7 @@ func (ss *session) splitResponses(ctx context.Context, p pending) ([]byte, error
 		ss.hookError(err)
 		return nil, err
 	}
-	ss.respScratch = appendResponseFrame(ss.respScratch[:0], p.corr, merged)
+	ss.respScratch = appendResponseFrame(ss.respBuf(), p.corr, merged)
 	return ss.respScratch, nil
 }
 

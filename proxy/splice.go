@@ -110,7 +110,7 @@ func (ss *session) spliceResponse(p pending) (int, error) {
 	if !ok1 || !ok2 {
 		return 0, nil
 	}
-	head, err := p.up.r.Peek(8)
+	head, err := p.up.r.get().Peek(8)
 	if err != nil {
 		return 0, nil
 	}
@@ -122,15 +122,15 @@ func (ss *session) spliceResponse(p pending) (int, error) {
 		return 0, nil // readFrame's path reports the mismatch
 	}
 	ss.clientWD.arm(ss.client, ss.srv.cfg.Limits.StallTimeout.D())
-	if err := ss.cw.Flush(); err != nil {
+	if err := ss.cwl.get().Flush(); err != nil {
 		return 0, err
 	}
-	k := min(p.up.r.Buffered(), 4+n)
-	b, _ := p.up.r.Peek(k)
+	k := min(p.up.r.get().Buffered(), 4+n)
+	b, _ := p.up.r.get().Peek(k)
 	if _, err := dst.Write(b); err != nil {
 		return 0, err
 	}
-	_, _ = p.up.r.Discard(k)
+	_, _ = p.up.r.get().Discard(k)
 	if rest := int64(4 + n - k); rest > 0 {
 		if _, err := io.CopyN(dst, src, rest); err != nil {
 			return 0, fmt.Errorf("splice %d bytes of %s response: %w", rest, apiName(p.key), err)

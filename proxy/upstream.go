@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -95,8 +94,8 @@ type upstream struct {
 	addr string
 	node int32
 	conn net.Conn
-	r    *bufio.Reader
-	w    *bufio.Writer
+	r    lazyReader   // responses: the pump (or RoundTrip, before any client request)
+	w    lazyWriter   // requests: the reader goroutine
 	corr atomic.Int32 // correlation ids for Strait's own requests (hooks)
 	vt   *versionTable
 	// maxFrame bounds responses to Strait's own requests (limits.max_frame_bytes).
@@ -106,8 +105,8 @@ type upstream struct {
 func newUpstream(conn net.Conn, addr string, node int32, vt *versionTable, maxFrame int32) *upstream {
 	return &upstream{
 		addr: addr, node: node, conn: conn, vt: vt, maxFrame: maxFrame,
-		r: bufio.NewReaderSize(conn, sockBuf),
-		w: bufio.NewWriterSize(conn, sockBuf),
+		r: lazyReader{c: conn},
+		w: lazyWriter{c: conn},
 	}
 }
 
@@ -127,13 +126,13 @@ func (u *upstream) RoundTrip(ctx context.Context, req kmsg.Request) (kmsg.Respon
 	corr := u.corr.Add(1) | 1<<30 // far from client ids, for readable captures
 	f := kmsg.NewRequestFormatter(kmsg.FormatterClientID("strait"))
 	frame := f.AppendRequest(nil, req, corr)
-	if _, err := u.w.Write(frame); err != nil {
+	if _, err := u.w.get().Write(frame); err != nil {
 		return nil, err
 	}
-	if err := u.w.Flush(); err != nil {
+	if err := u.w.get().Flush(); err != nil {
 		return nil, err
 	}
-	body, err := readFrame(u.r, nil, u.maxFrame, minResponseFrame)
+	body, err := readFrame(u.r.get(), nil, u.maxFrame, minResponseFrame)
 	if err != nil {
 		return nil, err
 	}
