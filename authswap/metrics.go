@@ -1,6 +1,10 @@
 package authswap
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/strait-proxy/strait/internal/promreg"
+)
 
 type metrics struct {
 	auth     *prometheus.CounterVec // mechanism, result, reason
@@ -23,17 +27,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Upstream SASL authentications by mechanism, result and failure reason (rejected, unsupported_mechanism, handshake, protocol).",
 		}, []string{"mechanism", "result", "reason"}),
 	}
-	if reg == nil {
-		return m
-	}
 	for _, p := range []**prometheus.CounterVec{&m.auth, &m.lookups, &m.upstream} {
-		if err := reg.Register(*p); err != nil {
-			if are, ok := err.(prometheus.AlreadyRegisteredError); ok {
-				if v, ok := are.ExistingCollector.(*prometheus.CounterVec); ok {
-					*p = v // several authswap instances share one registry
-				}
-			}
-		}
+		*p = promreg.Register(reg, *p) // every authswap generation counts into one series
 	}
 	return m
 }

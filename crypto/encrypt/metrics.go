@@ -1,6 +1,10 @@
 package encrypt
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/strait-proxy/strait/internal/promreg"
+)
 
 type metrics struct {
 	sealed, opened         prometheus.Counter
@@ -13,7 +17,7 @@ type metrics struct {
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
-	recs := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+	recs := promreg.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "strait_crypto_records_total",
 		Help: "Records encrypted or decrypted, by operation and result.",
 	}, []string{"op", "result"}))
@@ -23,34 +27,21 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		opened:        recs.WithLabelValues("decrypt", "ok"),
 		openFail:      recs.WithLabelValues("decrypt", "error"),
 		leftEncrypted: recs.WithLabelValues("decrypt", "left_encrypted"),
-		kmsErrors: register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		kmsErrors: promreg.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "strait_kms_errors_total",
 			Help: "Key-store failures (unreachable, denied, key missing) seen while encrypting or decrypting, by operation.",
 		}, []string{"op"})),
-		partitionsFailedClosed: register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+		partitionsFailedClosed: promreg.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "strait_crypto_partitions_refused_total",
 			Help: "Produce or fetch partitions answered with an error instead of being forwarded (fail closed).",
 		})),
-		batchesSplit: register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+		batchesSplit: promreg.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "strait_crypto_batches_split_total",
 			Help: "Produce batches that would have exceeded the topic's max.message.bytes once encrypted, sent upstream as several batches in requests of their own.",
 		})),
-		unwrapThrottled: register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+		unwrapThrottled: promreg.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "strait_kms_unwrap_throttled_total",
 			Help: "Decryptions refused (retriable) because unwrapping their data key would pass the KMS unwrap concurrency or rate bound.",
 		})),
 	}
-}
-
-// register registers c, or returns the collector already registered under
-// its name: both interceptors may share a registry.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		if are, ok := err.(prometheus.AlreadyRegisteredError); ok {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-	}
-	return c
 }
