@@ -559,8 +559,12 @@ const idleGrace = time.Second
 // it), or with the error that ended the wait: idle_timeout after idle, EOF.
 func (ss *session) waitForData(idle time.Duration, buf *[]byte) error {
 	now := time.Now()
+	// Once a byte has come, the rest of the frame (its size included) is
+	// bounded by stall_timeout, not by the short grace deadline.
+	begun := func() { _ = ss.client.SetReadDeadline(time.Now().Add(ss.srv.cfg.Limits.StallTimeout.D())) }
 	_ = ss.client.SetReadDeadline(now.Add(min(idleGrace, idle)))
 	if _, err := ss.cr.Peek(1); err == nil {
+		begun()
 		return nil
 	} else if !isTimeout(err) || idle <= idleGrace || ss.stopping.Load() {
 		return err
@@ -583,6 +587,7 @@ func (ss *session) waitForData(idle time.Duration, buf *[]byte) error {
 		return err
 	}
 	ss.cr = r
+	begun()
 	return nil
 }
 

@@ -45,34 +45,7 @@ func (rw *Rewriter) Filter(dst, batches []byte, fn func(r *Record) (Verdict, err
 	defer st.release()
 	st.in, st.dst, st.limit = batches, dst, rw.limit()
 
-	for pos := 0; pos < len(batches); {
-		n, kind, err := frame(batches[pos:])
-		if err != nil {
-			return nil, false, &BatchError{Pos: pos, BaseOffset: baseOffset(batches[pos:]), Err: err}
-		}
-		raw := batches[pos : pos+n]
-		switch kind {
-		case kindPartial:
-			if rw.Strict {
-				return nil, false, &BatchError{Pos: pos, BaseOffset: baseOffset(raw), Err: ErrPartial}
-			}
-			st.copyRaw(raw)
-		case kindLegacy:
-			if rw.Strict {
-				return nil, false, &BatchError{Pos: pos, BaseOffset: baseOffset(raw), Err: ErrLegacyFormat}
-			}
-			st.copyRaw(raw)
-		case kindV2:
-			if err := st.filterBatch(pos, raw, fn); err != nil {
-				return nil, false, err
-			}
-		}
-		pos += n
-	}
-	if !st.started {
-		return batches, false, nil
-	}
-	return st.out, true, nil
+	return st.walk(rw.Strict, batches, func(pos int, raw []byte) error { return st.filterBatch(pos, raw, fn) })
 }
 
 // Filter is [Rewriter.Filter] with the zero Rewriter.

@@ -309,6 +309,13 @@ func (rw *Rewriter) Rewrite(dst, batches []byte, fn func(r *Record) (changed boo
 		st.split = rw.SplitBytes
 	}
 
+	return st.walk(rw.Strict, batches, func(pos int, raw []byte) error { return st.rewriteBatch(pos, raw, fn) })
+}
+
+// walk is the loop Rewrite and Filter share: frame each batch, pass partial
+// and legacy ones through (or refuse them when strict), hand each v2 batch
+// to v2. It returns batches itself when nothing was changed.
+func (st *state) walk(strict bool, batches []byte, v2 func(pos int, raw []byte) error) ([]byte, bool, error) {
 	for pos := 0; pos < len(batches); {
 		n, kind, err := frame(batches[pos:])
 		if err != nil {
@@ -317,17 +324,17 @@ func (rw *Rewriter) Rewrite(dst, batches []byte, fn func(r *Record) (changed boo
 		raw := batches[pos : pos+n]
 		switch kind {
 		case kindPartial:
-			if rw.Strict {
+			if strict {
 				return nil, false, &BatchError{Pos: pos, BaseOffset: baseOffset(raw), Err: ErrPartial}
 			}
 			st.copyRaw(raw)
 		case kindLegacy:
-			if rw.Strict {
+			if strict {
 				return nil, false, &BatchError{Pos: pos, BaseOffset: baseOffset(raw), Err: ErrLegacyFormat}
 			}
 			st.copyRaw(raw)
 		case kindV2:
-			if err := st.rewriteBatch(pos, raw, fn); err != nil {
+			if err := v2(pos, raw); err != nil {
 				return nil, false, err
 			}
 		}
