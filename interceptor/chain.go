@@ -35,6 +35,9 @@ func NewChain(ics ...*Interceptor) (*Chain, error) {
 			if h.Key < 0 || h.Key >= maxKey {
 				return nil, fmt.Errorf("interceptor %s: api key %d out of range", ic.Name, h.Key)
 			}
+			if h.MinVersion < 0 || h.MaxVersion < h.MinVersion {
+				return nil, fmt.Errorf("interceptor %s: hook for key %d covers no version (%d..%d; MaxVersion interceptor.Latest covers every version)", ic.Name, h.Key, h.MinVersion, h.MaxVersion)
+			}
 			if h.Request == nil && h.Response == nil {
 				return nil, fmt.Errorf("interceptor %s: hook for key %d has neither request nor response", ic.Name, h.Key)
 			}

@@ -33,9 +33,10 @@ func (r *recorder) want(t *testing.T, want ...string) {
 // "name.resp".
 func recording(r *recorder, name string, key int16) *Interceptor {
 	return &Interceptor{Name: name, Hooks: []Hook{{
-		Key:      key,
-		Request:  func(context.Context, *Exchange) error { r.add(name + ".req"); return nil },
-		Response: func(context.Context, *Exchange) error { r.add(name + ".resp"); return nil },
+		Key:        key,
+		MaxVersion: Latest,
+		Request:    func(context.Context, *Exchange) error { r.add(name + ".req"); return nil },
+		Response:   func(context.Context, *Exchange) error { r.add(name + ".resp"); return nil },
 	}}}
 }
 
@@ -137,16 +138,18 @@ func TestHookCovers(t *testing.T) {
 		key, version int16
 		want         bool
 	}{
-		{Hook{Key: 1}, 1, 0, true},
-		{Hook{Key: 1}, 1, 17, true},
-		{Hook{Key: 1}, 2, 0, false},
-		{Hook{Key: 1, MinVersion: 4}, 1, 3, false},
-		{Hook{Key: 1, MinVersion: 4}, 1, 4, true},
-		{Hook{Key: 1, MinVersion: 4}, 1, 100, true},
+		{Hook{Key: 1, MaxVersion: Latest}, 1, 0, true},
+		{Hook{Key: 1, MaxVersion: Latest}, 1, 17, true},
+		{Hook{Key: 1, MaxVersion: Latest}, 2, 0, false},
+		{Hook{Key: 1, MinVersion: 4, MaxVersion: Latest}, 1, 3, false},
+		{Hook{Key: 1, MinVersion: 4, MaxVersion: Latest}, 1, 4, true},
+		{Hook{Key: 1, MinVersion: 4, MaxVersion: Latest}, 1, 100, true},
 		{Hook{Key: 1, MinVersion: 4, MaxVersion: 12}, 1, 12, true},
 		{Hook{Key: 1, MinVersion: 4, MaxVersion: 12}, 1, 13, false},
 		{Hook{Key: 1, MaxVersion: 3}, 1, 0, true},
 		{Hook{Key: 1, MaxVersion: 3}, 1, 4, false},
+		{Hook{Key: 1}, 1, 0, true}, // the zero range is v0 only
+		{Hook{Key: 1}, 1, 1, false},
 	} {
 		if got := tc.hook.Covers(tc.key, tc.version); got != tc.want {
 			t.Errorf("%+v.Covers(%d, %d) = %v, want %v", tc.hook, tc.key, tc.version, got, tc.want)
@@ -185,7 +188,7 @@ func TestChainVersionRange(t *testing.T) {
 func TestChainHooked(t *testing.T) {
 	noop := func(context.Context, *Exchange) error { return nil }
 	c := mustChain(t,
-		&Interceptor{Name: "req", Hooks: []Hook{{Key: keyProduce, MinVersion: 3, Request: noop}}},
+		&Interceptor{Name: "req", Hooks: []Hook{{Key: keyProduce, MinVersion: 3, MaxVersion: Latest, Request: noop}}},
 		&Interceptor{Name: "resp", Hooks: []Hook{{Key: keyProduce, MaxVersion: 8, Response: noop}, {Key: 3, Response: noop}}},
 	)
 	for _, tc := range []struct {
@@ -220,9 +223,11 @@ func TestChainHooked(t *testing.T) {
 func TestNewChainErrors(t *testing.T) {
 	noop := func(context.Context, *Exchange) error { return nil }
 	for name, ics := range map[string][]*Interceptor{
-		"key too large": {{Name: "x", Hooks: []Hook{{Key: maxKey, Request: noop}}}},
-		"negative key":  {{Name: "x", Hooks: []Hook{{Key: -1, Request: noop}}}},
-		"empty hook":    {{Name: "x", Hooks: []Hook{{Key: 1}}}},
+		"key too large": {{Name: "x", Hooks: []Hook{{Key: maxKey, MaxVersion: Latest, Request: noop}}}},
+		"negative key":  {{Name: "x", Hooks: []Hook{{Key: -1, MaxVersion: Latest, Request: noop}}}},
+		"empty hook":    {{Name: "x", Hooks: []Hook{{Key: 1, MaxVersion: Latest}}}},
+		"no version":    {{Name: "x", Hooks: []Hook{{Key: 1, MinVersion: 4, Request: noop}}}},
+		"negative min":  {{Name: "x", Hooks: []Hook{{Key: 1, MinVersion: -1, MaxVersion: 3, Request: noop}}}},
 		"nil":           {nil},
 	} {
 		if _, err := NewChain(ics...); err == nil {
@@ -255,9 +260,9 @@ func TestChainHookErrors(t *testing.T) {
 func TestMarkModified(t *testing.T) {
 	ctx := context.Background()
 	mark := func(context.Context, *Exchange) error { return nil }
-	modReq := &Interceptor{Name: "req", Hooks: []Hook{{Key: keyProduce,
+	modReq := &Interceptor{Name: "req", Hooks: []Hook{{Key: keyProduce, MaxVersion: Latest,
 		Request: func(_ context.Context, x *Exchange) error { x.MarkModified(); return nil }}}}
-	modResp := &Interceptor{Name: "resp", Hooks: []Hook{{Key: keyProduce, Request: mark,
+	modResp := &Interceptor{Name: "resp", Hooks: []Hook{{Key: keyProduce, MaxVersion: Latest, Request: mark,
 		Response: func(_ context.Context, x *Exchange) error { x.MarkModified(); return nil }}}}
 
 	x := produceExchange(9)
@@ -285,7 +290,7 @@ func TestMarkModified(t *testing.T) {
 
 func TestExchangeValues(t *testing.T) {
 	type key struct{}
-	c := mustChain(t, &Interceptor{Name: "v", Hooks: []Hook{{Key: keyProduce,
+	c := mustChain(t, &Interceptor{Name: "v", Hooks: []Hook{{Key: keyProduce, MaxVersion: Latest,
 		Request: func(_ context.Context, x *Exchange) error { x.SetValue(key{}, "from request"); return nil },
 		Response: func(_ context.Context, x *Exchange) error {
 			if got := x.Value(key{}); got != "from request" {
@@ -391,7 +396,7 @@ func topicPrefix(prefix string) *Interceptor {
 	return &Interceptor{
 		Name: "topic-prefix",
 		Hooks: []Hook{{
-			Key: kmsg.CreateTopics.Int16(),
+			Key: kmsg.CreateTopics.Int16(), MaxVersion: Latest,
 			Request: func(_ context.Context, x *Exchange) error {
 				req := x.Request.(*kmsg.CreateTopicsRequest)
 				var keep []kmsg.CreateTopicsRequestTopic
@@ -503,12 +508,12 @@ func TestWorkedExample(t *testing.T) {
 // later one would see only the first part, so the chain refuses instead.
 // Split last, the parts and the merge reach the proxy.
 func TestSplitBeforeLaterHookFailsClosed(t *testing.T) {
-	splitting := &Interceptor{Name: "splitter", Hooks: []Hook{{Key: keyProduce, Request: func(_ context.Context, x *Exchange) error {
+	splitting := &Interceptor{Name: "splitter", Hooks: []Hook{{Key: keyProduce, MaxVersion: Latest, Request: func(_ context.Context, x *Exchange) error {
 		x.Split([]kmsg.Request{kmsg.NewPtrProduceRequest()}, func(resps []kmsg.Response) (kmsg.Response, error) { return resps[0], nil })
 		return nil
 	}}}}
 	var later atomic.Bool
-	watching := &Interceptor{Name: "watcher", Hooks: []Hook{{Key: keyProduce, Request: func(context.Context, *Exchange) error {
+	watching := &Interceptor{Name: "watcher", Hooks: []Hook{{Key: keyProduce, MaxVersion: Latest, Request: func(context.Context, *Exchange) error {
 		later.Store(true)
 		return nil
 	}}}}

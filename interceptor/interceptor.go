@@ -15,6 +15,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"math"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -302,8 +303,14 @@ type Upstream interface {
 // client connection.
 type UpstreamHook func(ctx context.Context, c *Conn, up Upstream) error
 
-// Hook binds request and response hooks to one API key and a version range.
-// A zero MaxVersion means "every version from MinVersion up".
+// Latest as a Hook's MaxVersion covers every version from MinVersion up,
+// including versions newer than this build knows.
+const Latest int16 = math.MaxInt16
+
+// Hook binds request and response hooks to one API key and the inclusive
+// version range MinVersion..MaxVersion. Both bounds are explicit: the zero
+// Hook covers v0 only, MaxVersion: Latest covers every version from
+// MinVersion up. NewChain refuses a range that covers no version.
 type Hook struct {
 	Key        int16
 	MinVersion int16
@@ -314,7 +321,7 @@ type Hook struct {
 
 // Covers reports whether the hook applies to key at version.
 func (h Hook) Covers(key, version int16) bool {
-	return h.Key == key && version >= h.MinVersion && (h.MaxVersion == 0 || version <= h.MaxVersion)
+	return h.Key == key && version >= h.MinVersion && version <= h.MaxVersion
 }
 
 // VersionRange is a range of versions of one API.

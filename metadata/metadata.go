@@ -50,13 +50,13 @@ func New(m Mapper, topics *TopicNames) *interceptor.Interceptor {
 	return &interceptor.Interceptor{
 		Name: Name,
 		Hooks: []interceptor.Hook{
-			{Key: 0, MinVersion: 10, Response: r.produce},
-			{Key: 1, MinVersion: 16, Response: r.fetch},
-			{Key: 3, Response: r.metadata},
-			{Key: 10, Response: r.findCoordinator},
-			{Key: 60, Response: r.describeCluster},
-			{Key: 78, Response: r.shareFetch},
-			{Key: 79, Response: r.shareAcknowledge},
+			{Key: 0, MinVersion: 10, MaxVersion: interceptor.Latest, Response: r.produce},
+			{Key: 1, MinVersion: 16, MaxVersion: interceptor.Latest, Response: r.fetch},
+			{Key: 3, MaxVersion: interceptor.Latest, Response: r.metadata},
+			{Key: 10, MaxVersion: interceptor.Latest, Response: r.findCoordinator},
+			{Key: 60, MaxVersion: interceptor.Latest, Response: r.describeCluster},
+			{Key: 78, MaxVersion: interceptor.Latest, Response: r.shareFetch},
+			{Key: 79, MaxVersion: interceptor.Latest, Response: r.shareAcknowledge},
 		},
 	}
 }

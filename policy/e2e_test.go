@@ -37,7 +37,7 @@ func principalFromClientID() *interceptor.Interceptor {
 		return nil
 	}
 	return &interceptor.Interceptor{Name: "test-principal", Hooks: []interceptor.Hook{
-		{Key: 0, Request: set}, {Key: 1, Request: set}, {Key: 78, Request: set},
+		{Key: 0, MaxVersion: interceptor.Latest, Request: set}, {Key: 1, MaxVersion: interceptor.Latest, Request: set}, {Key: 78, MaxVersion: interceptor.Latest, Request: set},
 	}}
 }
 

@@ -139,14 +139,14 @@ func (p *Policy) Revision() string { return p.st.Load().c.Revision }
 // Interceptor returns the interceptor.
 func (p *Policy) Interceptor() *interceptor.Interceptor {
 	hooks := []interceptor.Hook{
-		{Key: 1, Response: p.onFetch},
-		{Key: 78, Response: p.onShareFetch},
+		{Key: 1, MaxVersion: interceptor.Latest, Response: p.onFetch},
+		{Key: 78, MaxVersion: interceptor.Latest, Response: p.onShareFetch},
 	}
 	// Fetch v4+ (older versions make brokers down-convert to message sets
 	// the policy cannot rewrite); Produce v3+ (record batches of magic 2).
 	requires := []interceptor.VersionRange{{Key: 1, Min: 4, Max: math.MaxInt16}}
 	if p.cfg.Produce {
-		hooks = append(hooks, interceptor.Hook{Key: 0, MinVersion: 3, Request: p.onProduce, Response: p.mergeProduce})
+		hooks = append(hooks, interceptor.Hook{Key: 0, MinVersion: 3, MaxVersion: interceptor.Latest, Request: p.onProduce, Response: p.mergeProduce})
 		requires = append(requires, interceptor.VersionRange{Key: 0, Min: 3, Max: math.MaxInt16})
 	}
 	return &interceptor.Interceptor{

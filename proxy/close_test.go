@@ -32,7 +32,7 @@ func TestCloseAfterResponse(t *testing.T) {
 			c.OnClose(func() { closed.Store(c.ID, true) })
 			return nil
 		},
-		Hooks: []interceptor.Hook{{Key: int16(kmsg.DeleteTopics), Request: func(_ context.Context, x *interceptor.Exchange) error {
+		Hooks: []interceptor.Hook{{Key: int16(kmsg.DeleteTopics), MaxVersion: interceptor.Latest, Request: func(_ context.Context, x *interceptor.Exchange) error {
 			answered.Store(x.Conn.ID)
 			resp, err := errresp.For(x.Request, 73)
 			if err != nil {

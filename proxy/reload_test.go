@@ -26,7 +26,7 @@ import (
 func answering(name string, code int16, closed *atomic.Int32) *interceptor.Interceptor {
 	return &interceptor.Interceptor{
 		Name: name,
-		Hooks: []interceptor.Hook{{Key: int16(kmsg.DeleteTopics), Request: func(_ context.Context, x *interceptor.Exchange) error {
+		Hooks: []interceptor.Hook{{Key: int16(kmsg.DeleteTopics), MaxVersion: interceptor.Latest, Request: func(_ context.Context, x *interceptor.Exchange) error {
 			resp, err := errresp.For(x.Request, code)
 			if err != nil {
 				return err

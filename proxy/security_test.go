@@ -82,7 +82,7 @@ func TestHostileVarintInProduce(t *testing.T) {
 func TestPanicClosesOnlyItsConnection(t *testing.T) {
 	c := straittest.Cluster(t, kfake.SeedTopics(1, "p"))
 	boom := &interceptor.Interceptor{Name: "boom", Hooks: []interceptor.Hook{{
-		Key: int16(kmsg.CreateTopics),
+		Key: int16(kmsg.CreateTopics), MaxVersion: interceptor.Latest,
 		Request: func(context.Context, *interceptor.Exchange) error {
 			panic("a bug, as a hostile input might find one")
 		},
@@ -152,7 +152,7 @@ func TestFrameBudget(t *testing.T) {
 	release := make(chan struct{})
 	var held atomic.Int32
 	hold := &interceptor.Interceptor{Name: "hold", Hooks: []interceptor.Hook{{
-		Key: 0,
+		Key: 0, MaxVersion: interceptor.Latest,
 		Request: func(ctx context.Context, x *interceptor.Exchange) error {
 			held.Add(1)
 			<-release
@@ -276,7 +276,7 @@ func TestClientThatStopsReading(t *testing.T) {
 func TestGrownRequestAnsweredTooLarge(t *testing.T) {
 	c := straittest.Cluster(t, kfake.SeedTopics(1, "grow"))
 	grow := &interceptor.Interceptor{Name: "grow", Hooks: []interceptor.Hook{{
-		Key: 0,
+		Key: 0, MaxVersion: interceptor.Latest,
 		Request: func(_ context.Context, x *interceptor.Exchange) error {
 			req := x.Request.(*kmsg.ProduceRequest)
 			for i := range req.Topics {
@@ -331,7 +331,7 @@ func TestInterceptorVersionRanges(t *testing.T) {
 		Name:     "ranges",
 		Requires: []interceptor.VersionRange{{Key: 1, Min: 4, Max: math.MaxInt16}},
 		Answers:  []interceptor.VersionRange{{Key: 17, Min: 0, Max: 1}},
-		Hooks: []interceptor.Hook{{Key: 17, Request: func(_ context.Context, x *interceptor.Exchange) error {
+		Hooks: []interceptor.Hook{{Key: 17, MaxVersion: interceptor.Latest, Request: func(_ context.Context, x *interceptor.Exchange) error {
 			resp := kmsg.NewPtrSASLHandshakeResponse()
 			resp.SupportedMechanisms = []string{"TEST"}
 			x.Respond(resp)
@@ -388,7 +388,7 @@ func TestAuthenticationGate(t *testing.T) {
 			return nil
 		},
 		Answers: []interceptor.VersionRange{{Key: 17, Min: 0, Max: 1}},
-		Hooks: []interceptor.Hook{{Key: 17, Request: func(_ context.Context, x *interceptor.Exchange) error {
+		Hooks: []interceptor.Hook{{Key: 17, MaxVersion: interceptor.Latest, Request: func(_ context.Context, x *interceptor.Exchange) error {
 			x.Respond(&kmsg.SASLHandshakeResponse{SupportedMechanisms: []string{"RAW"}})
 			x.Conn.ExpectRawTokens(func(_ context.Context, c *interceptor.Conn, tok []byte) ([]byte, bool, error) {
 				if string(tok) != "let me in" {

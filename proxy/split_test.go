@@ -23,7 +23,7 @@ import (
 func splitter(splits *atomic.Int32) *interceptor.Interceptor {
 	return &interceptor.Interceptor{
 		Name: "test-split",
-		Hooks: []interceptor.Hook{{Key: int16(kmsg.Produce), MinVersion: 3, Request: func(_ context.Context, x *interceptor.Exchange) error {
+		Hooks: []interceptor.Hook{{Key: int16(kmsg.Produce), MinVersion: 3, MaxVersion: interceptor.Latest, Request: func(_ context.Context, x *interceptor.Exchange) error {
 			req := x.Request.(*kmsg.ProduceRequest)
 			var more []kmsg.Request
 			for ti := range req.Topics {
@@ -139,7 +139,7 @@ func TestHookErrorReleasesBudgetOnce(t *testing.T) {
 	c := straittest.Cluster(t, kfake.NumBrokers(1), kfake.SeedTopics(1, "e"))
 	ic := &interceptor.Interceptor{
 		Name: "test-fail",
-		Hooks: []interceptor.Hook{{Key: int16(kmsg.Produce), Request: func(context.Context, *interceptor.Exchange) error {
+		Hooks: []interceptor.Hook{{Key: int16(kmsg.Produce), MaxVersion: interceptor.Latest, Request: func(context.Context, *interceptor.Exchange) error {
 			return errors.New("refused by test")
 		}}},
 	}

@@ -61,7 +61,7 @@ func demoIdentity() *interceptor.Interceptor {
 		}
 		return nil
 	}
-	return &interceptor.Interceptor{Name: "demo-identity", Hooks: []interceptor.Hook{{Key: 1, Request: set}}}
+	return &interceptor.Interceptor{Name: "demo-identity", Hooks: []interceptor.Hook{{Key: 1, MaxVersion: interceptor.Latest, Request: set}}}
 }
 
 // policyAct is the third act: the slides' record with "country": "usa",

@@ -104,7 +104,7 @@ func NewEncrypt(cfg Config, env Env) (*interceptor.Interceptor, error) {
 		Name:  EncryptName,
 		Files: cfg.files(),
 		Hooks: []interceptor.Hook{
-			{Key: 0, Request: e.sealProduce, Response: e.mergeProduceFailures},
+			{Key: 0, MaxVersion: interceptor.Latest, Request: e.sealProduce, Response: e.mergeProduceFailures},
 		},
 		Close: e.close,
 	}, nil
@@ -120,8 +120,8 @@ func NewDecrypt(cfg Config, env Env) (*interceptor.Interceptor, error) {
 		Name:  DecryptName,
 		Files: cfg.files(),
 		Hooks: []interceptor.Hook{
-			{Key: 1, Response: e.openFetch},
-			{Key: 78, Response: e.openShareFetch},
+			{Key: 1, MaxVersion: interceptor.Latest, Response: e.openFetch},
+			{Key: 78, MaxVersion: interceptor.Latest, Response: e.openShareFetch},
 		},
 		// Below Fetch v4 a broker down-converts to message sets, which
 		// have no headers: strait.enc would vanish and the consumer get

@@ -70,7 +70,7 @@ func New(cfg Config, log *slog.Logger) (*interceptor.Interceptor, error) {
 			continue
 		}
 		seen[key] = true
-		ic.Hooks = append(ic.Hooks, interceptor.Hook{Key: key, Request: d.deny})
+		ic.Hooks = append(ic.Hooks, interceptor.Hook{Key: key, MaxVersion: interceptor.Latest, Request: d.deny})
 	}
 	return ic, nil
 }

@@ -61,7 +61,7 @@ func TestNewConfig(t *testing.T) {
 			var keys []int16
 			for _, h := range ic.Hooks {
 				keys = append(keys, h.Key)
-				if h.Request == nil || h.Response != nil || h.MinVersion != 0 || h.MaxVersion != 0 {
+				if h.Request == nil || h.Response != nil || h.MinVersion != 0 || h.MaxVersion != interceptor.Latest {
 					t.Errorf("hook %d: want a request hook on every version", h.Key)
 				}
 			}
