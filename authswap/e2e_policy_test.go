@@ -17,8 +17,8 @@ import (
 	"github.com/strait-proxy/strait/interceptor"
 	"github.com/strait-proxy/strait/internal/sasltest"
 	"github.com/strait-proxy/strait/internal/straittest"
-	"github.com/strait-proxy/strait/metadata"
 	"github.com/strait-proxy/strait/plugins"
+	"github.com/strait-proxy/strait/topicid"
 )
 
 // The principal authswap proves is what policy decides on: alice and carol
@@ -54,7 +54,7 @@ interceptors:
 `
 	cfg, err := config.Parse([]byte(yml))
 	straittest.Must(t, err, "config")
-	s := startChain(t, upstream, func(log *slog.Logger, reg *prometheus.Registry) ([]*interceptor.Interceptor, *metadata.TopicNames) {
+	s := startChain(t, upstream, func(log *slog.Logger, reg *prometheus.Registry) ([]*interceptor.Interceptor, *topicid.Names) {
 		set, err := plugins.Build(cfg, log, reg)
 		straittest.Must(t, err, "registry")
 		t.Cleanup(func() { set.Close() })

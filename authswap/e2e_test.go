@@ -30,8 +30,8 @@ import (
 	"github.com/strait-proxy/strait/interceptor"
 	"github.com/strait-proxy/strait/internal/sasltest"
 	"github.com/strait-proxy/strait/internal/straittest"
-	"github.com/strait-proxy/strait/metadata"
 	"github.com/strait-proxy/strait/proxy"
+	"github.com/strait-proxy/strait/topicid"
 )
 
 // Every secret of the tests, grepped for in the captured logs.
@@ -73,7 +73,7 @@ type strait struct {
 
 func startStrait(t testing.TB, upstream []string, cfgAuth authswap.Config, mutate func(*config.Config)) *strait {
 	t.Helper()
-	return startChain(t, upstream, func(log *slog.Logger, reg *prometheus.Registry) ([]*interceptor.Interceptor, *metadata.TopicNames) {
+	return startChain(t, upstream, func(log *slog.Logger, reg *prometheus.Registry) ([]*interceptor.Interceptor, *topicid.Names) {
 		ic, err := authswap.New(cfgAuth, authswap.Env{Logger: log.With("interceptor", "authswap"), Metrics: reg})
 		if err != nil {
 			t.Fatalf("authswap.New: %v", err)
@@ -87,7 +87,7 @@ func startStrait(t testing.TB, upstream []string, cfgAuth authswap.Config, mutat
 // cluster of these tests is SASL-only (sasltest.Cluster), so Strait's own
 // connections (broker list, topic ids) log in with upstream.sasl, as a
 // deployment's must; client sessions authenticate as their principal.
-func startChain(t testing.TB, upstream []string, build func(*slog.Logger, *prometheus.Registry) ([]*interceptor.Interceptor, *metadata.TopicNames), mutate func(*config.Config)) *strait {
+func startChain(t testing.TB, upstream []string, build func(*slog.Logger, *prometheus.Registry) ([]*interceptor.Interceptor, *topicid.Names), mutate func(*config.Config)) *strait {
 	t.Helper()
 	logs := &syncBuffer{t: t}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))

@@ -8,6 +8,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/strait-proxy/strait/interceptor"
+	"github.com/strait-proxy/strait/topicid"
 )
 
 // benchMapper advertises strait.local:20000+id without recording anything,
@@ -39,7 +40,7 @@ func bigMetadata() *kmsg.MetadataResponse {
 
 func BenchmarkMetadataRewrite(b *testing.B) {
 	ctx := context.Background()
-	chain, err := interceptor.NewChain(New(benchMapper{}, NewTopicNames()))
+	chain, err := interceptor.NewChain(New(benchMapper{}, topicid.New()))
 	if err != nil {
 		b.Fatal(err)
 	}

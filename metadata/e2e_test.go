@@ -11,6 +11,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/strait-proxy/strait/topicid"
 )
 
 // TestKfake sends real requests to an in-process kfake cluster with kgo and
@@ -38,7 +40,7 @@ func TestKfake(t *testing.T) {
 	for _, a := range c.ListenAddrs() {
 		upstream[a] = true
 	}
-	names := NewTopicNames()
+	names := topicid.New()
 
 	for _, tc := range []struct {
 		name  string

@@ -10,6 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/strait-proxy/strait/interceptor"
+	"github.com/strait-proxy/strait/topicid"
 )
 
 var updateCorpus = flag.Bool("update-corpus", false, "rewrite the seed corpus in testdata/fuzz/FuzzRewrite")
@@ -77,7 +78,7 @@ func FuzzRewrite(f *testing.F) {
 	f.Add(int16(10), int16(4), []byte{0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff})
 	f.Add(int16(1), int16(16), []byte{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0})
 
-	chain, err := interceptor.NewChain(New(&fakeMapper{}, NewTopicNames()))
+	chain, err := interceptor.NewChain(New(&fakeMapper{}, topicid.New()))
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -93,7 +94,7 @@ func FuzzRewrite(f *testing.F) {
 		if resp.ReadFrom(data) != nil {
 			return
 		}
-		names := NewTopicNames()
+		names := topicid.New()
 		x, err := runChain(t, &fakeMapper{}, names, key, version, resp)
 		if err != nil {
 			return // e.g. DescribeCluster controller endpoints: refused, not forwarded

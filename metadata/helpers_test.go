@@ -10,6 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/strait-proxy/strait/interceptor"
+	"github.com/strait-proxy/strait/topicid"
 )
 
 // Upstream addresses in tests are b<id>.upstream.internal:9092; the fake
@@ -80,7 +81,7 @@ func decode(t testing.TB, key, v int16, b []byte) kmsg.Response {
 
 // runChain runs resp through a chain holding only the metadata interceptor,
 // the way the proxy does.
-func runChain(t testing.TB, m Mapper, topics *TopicNames, key, v int16, resp kmsg.Response) (*interceptor.Exchange, error) {
+func runChain(t testing.TB, m Mapper, topics *topicid.Names, key, v int16, resp kmsg.Response) (*interceptor.Exchange, error) {
 	t.Helper()
 	chain, err := interceptor.NewChain(New(m, topics))
 	if err != nil {

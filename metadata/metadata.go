@@ -24,6 +24,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/strait-proxy/strait/interceptor"
+	"github.com/strait-proxy/strait/topicid"
 )
 
 // Name is the name the interceptor registers under.
@@ -45,7 +46,7 @@ type Mapper interface {
 // New returns the "metadata" interceptor. m must not be nil. topics may be
 // nil; when it is not, every Metadata v10+ response that flows through feeds
 // it.
-func New(m Mapper, topics *TopicNames) *interceptor.Interceptor {
+func New(m Mapper, topics *topicid.Names) *interceptor.Interceptor {
 	r := &rewriter{m: m, topics: topics}
 	return &interceptor.Interceptor{
 		Name: Name,
@@ -63,7 +64,7 @@ func New(m Mapper, topics *TopicNames) *interceptor.Interceptor {
 
 type rewriter struct {
 	m      Mapper
-	topics *TopicNames
+	topics *topicid.Names
 }
 
 // rewrite replaces one address in place and reports whether it changed.

@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/strait-proxy/strait/interceptor"
+	"github.com/strait-proxy/strait/topicid"
 )
 
 var (
@@ -488,7 +489,7 @@ func TestTopicNamesLearnsFromMetadataV12(t *testing.T) {
 			{Topic: ptr("missing"), ErrorCode: 3}, // UNKNOWN_TOPIC_OR_PARTITION: zero id
 		},
 	}
-	names := NewTopicNames()
+	names := topicid.New()
 	x, err := runChain(t, &fakeMapper{}, names, 3, 12, decode(t, 3, 12, encode(resp, 12)))
 	if err != nil {
 		t.Fatal(err)
@@ -508,7 +509,7 @@ func TestTopicNamesLearnsFromMetadataV12(t *testing.T) {
 	}
 
 	// Metadata v9 carries no ids: nothing to learn, nothing learned.
-	names = NewTopicNames()
+	names = topicid.New()
 	if _, err := runChain(t, &fakeMapper{}, names, 3, 9, decode(t, 3, 9, encode(resp, 9))); err != nil {
 		t.Fatal(err)
 	}
@@ -517,18 +518,18 @@ func TestTopicNamesLearnsFromMetadataV12(t *testing.T) {
 	}
 	names.Learn(nil) // must not panic
 
-	var zero TopicNames // usable as is
+	var zero topicid.Names // usable as is
 	if _, ok := zero.Name(topicID1); ok {
-		t.Error("zero TopicNames knows a name")
+		t.Error("zero topicid.Names knows a name")
 	}
 	zero.Learn(&kmsg.MetadataResponse{Topics: resp.Topics})
 	if n, ok := zero.Name(topicID1); !ok || n != "orders" {
-		t.Errorf("zero TopicNames: Name = %q, %v", n, ok)
+		t.Errorf("zero topicid.Names: Name = %q, %v", n, ok)
 	}
 }
 
 func TestTopicNamesConcurrent(t *testing.T) {
-	names := NewTopicNames()
+	names := topicid.New()
 	var wg sync.WaitGroup
 	for g := range 4 {
 		wg.Add(2)

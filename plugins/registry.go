@@ -20,6 +20,7 @@ import (
 	"github.com/strait-proxy/strait/interceptor/denyapis"
 	"github.com/strait-proxy/strait/metadata"
 	"github.com/strait-proxy/strait/policy"
+	"github.com/strait-proxy/strait/topicid"
 )
 
 // Env is what constructors may use: a logger, a metrics registry, and the
@@ -27,7 +28,7 @@ import (
 type Env struct {
 	Logger  *slog.Logger
 	Metrics prometheus.Registerer
-	Topics  *metadata.TopicNames
+	Topics  *topicid.Names
 	// Path is the config path of this interceptor's config, for errors.
 	Path string
 }
@@ -90,7 +91,7 @@ func names(cfg config.Config) []string {
 // Set is a built chain's interceptors and what they share.
 type Set struct {
 	List   []*interceptor.Interceptor
-	Topics *metadata.TopicNames
+	Topics *topicid.Names
 }
 
 // Close releases every interceptor.
@@ -108,12 +109,12 @@ func (s *Set) Close() error {
 // interceptor is built in by the proxy and always runs first; naming it is
 // an error, to avoid the illusion that it can be moved or removed.
 func Build(cfg config.Config, log *slog.Logger, reg prometheus.Registerer) (*Set, error) {
-	return BuildWith(cfg, log, reg, metadata.NewTopicNames())
+	return BuildWith(cfg, log, reg, topicid.New())
 }
 
 // BuildWith is Build sharing an existing topic id→name map: a reload builds
 // the new interceptors on the map the running proxy feeds.
-func BuildWith(cfg config.Config, log *slog.Logger, reg prometheus.Registerer, topics *metadata.TopicNames) (*Set, error) {
+func BuildWith(cfg config.Config, log *slog.Logger, reg prometheus.Registerer, topics *topicid.Names) (*Set, error) {
 	set := &Set{Topics: topics}
 	var errs config.Errors
 	errs = append(errs, policy.CheckOrder(names(cfg))...)

@@ -15,6 +15,7 @@ import (
 	"github.com/strait-proxy/strait/interceptor/denyapis"
 	"github.com/strait-proxy/strait/metadata"
 	"github.com/strait-proxy/strait/policy"
+	"github.com/strait-proxy/strait/topicid"
 )
 
 // Every interceptor is registered under the name its package declares, and
@@ -50,7 +51,7 @@ func TestBuild(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := config.Default()
 			cfg.Interceptors = tc.ics
-			topics := metadata.NewTopicNames()
+			topics := topicid.New()
 			set, err := BuildWith(cfg, slog.New(slog.DiscardHandler), prometheus.NewRegistry(), topics)
 			if len(tc.errs) == 0 {
 				if err != nil {

@@ -13,9 +13,9 @@ import (
 
 	"github.com/strait-proxy/strait/interceptor"
 	"github.com/strait-proxy/strait/internal/straittest"
-	"github.com/strait-proxy/strait/metadata"
 	"github.com/strait-proxy/strait/policy"
 	"github.com/strait-proxy/strait/proxy"
+	"github.com/strait-proxy/strait/topicid"
 )
 
 // syntheticOrders is one batch of 128 JSON orders that kfake serves for
@@ -44,7 +44,7 @@ func syntheticOrders() []byte {
 func BenchmarkConsume(b *testing.B) {
 	cluster := straittest.Cluster(b, kfake.NumBrokers(1), kfake.SeedTopics(1, "orders"),
 		kfake.SyntheticFetch(kfake.SyntheticBatch{Batch: syntheticOrders()}))
-	topics := metadata.NewTopicNames()
+	topics := topicid.New()
 	pol, err := policy.New(policy.Config{Policies: []string{"testdata/demo/policy.rego"}, Catalog: "testdata/demo/catalog.yaml"}, policy.Env{Topics: topics})
 	straittest.Must(b, err, "policy")
 	s := straittest.StartOpts(b, cluster.ListenAddrs(), proxy.Options{

@@ -20,10 +20,10 @@ import (
 	"github.com/strait-proxy/strait/config"
 	"github.com/strait-proxy/strait/interceptor"
 	"github.com/strait-proxy/strait/internal/straittest"
-	"github.com/strait-proxy/strait/metadata"
 	"github.com/strait-proxy/strait/plugins"
 	"github.com/strait-proxy/strait/policy"
 	"github.com/strait-proxy/strait/proxy"
+	"github.com/strait-proxy/strait/topicid"
 )
 
 // principalFromClientID stands in for authentication (authswap): the
@@ -133,7 +133,7 @@ func TestEndToEnd(t *testing.T) {
 	straittest.Must(t, p.ProduceSync(ctx, &kgo.Record{Topic: "orders", Value: []byte(`{"country":"usa","itemid":"SENTINEL"}`)}).FirstErr(), "produce sentinel")
 	sentinel := `"itemid":"SENTINEL"`
 
-	topics := metadata.NewTopicNames()
+	topics := topicid.New()
 	pol, err := policy.New(policy.Config{Policies: []string{"testdata/demo/policy.rego"}, Catalog: "testdata/demo/catalog.yaml"},
 		policy.Env{Topics: topics})
 	straittest.Must(t, err, "policy")
@@ -267,7 +267,7 @@ func TestShareGroup(t *testing.T) {
 		}
 		straittest.Must(t, p.ProduceSync(ctx, &kgo.Record{Value: order(c, i)}).FirstErr(), "produce")
 	}
-	topics := metadata.NewTopicNames()
+	topics := topicid.New()
 	pol, err := policy.New(policy.Config{Policies: []string{"testdata/demo/policy.rego"}, Catalog: "testdata/demo/catalog.yaml"}, policy.Env{Topics: topics})
 	straittest.Must(t, err, "policy")
 	s := straittest.StartOpts(t, cluster.ListenAddrs(), proxy.Options{
@@ -334,7 +334,7 @@ decision := {} if {
 }
 decision := {"default": "clear"} if input.operation == "fetch"
 `), 0o644), "policy")
-	topics := metadata.NewTopicNames()
+	topics := topicid.New()
 	auditFile := dir + "/audit.jsonl"
 	ic, err := policy.New(policy.Config{Policies: []string{pol}, Produce: true, Audit: &policy.Audit{Output: auditFile}}, policy.Env{Topics: topics})
 	straittest.Must(t, err, "policy")

@@ -27,8 +27,8 @@ import (
 	"github.com/strait-proxy/strait/crypto/fields"
 	"github.com/strait-proxy/strait/interceptor"
 	"github.com/strait-proxy/strait/internal/burstlog"
-	"github.com/strait-proxy/strait/metadata"
 	"github.com/strait-proxy/strait/records"
+	"github.com/strait-proxy/strait/topicid"
 )
 
 // Env is what the interceptor needs from the process.
@@ -36,14 +36,14 @@ type Env struct {
 	Logger  *slog.Logger
 	Metrics prometheus.Registerer
 	// Topics resolves topic ids (Fetch v13+, ShareFetch) to names.
-	Topics *metadata.TopicNames
+	Topics *topicid.Names
 }
 
 // Policy is a running policy interceptor's state.
 type Policy struct {
 	cfg     Config
 	log     *slog.Logger
-	topics  *metadata.TopicNames
+	topics  *topicid.Names
 	m       *metrics
 	st      atomic.Pointer[runtime]
 	tok     *tokenizer
@@ -97,7 +97,7 @@ func NewPolicy(cfg Config, env Env) (*Policy, error) {
 	p := &Policy{cfg: cfg, log: log, topics: env.Topics, m: newMetrics(reg)}
 	p.burst = burstlog.New(log)
 	if p.topics == nil {
-		p.topics = metadata.NewTopicNames()
+		p.topics = topicid.New()
 	}
 	p.timeout = cfg.EvalTimeout.D()
 	if p.timeout == 0 {

@@ -25,6 +25,7 @@ import (
 	"github.com/strait-proxy/strait/interceptor"
 	"github.com/strait-proxy/strait/internal/burstlog"
 	"github.com/strait-proxy/strait/metadata"
+	"github.com/strait-proxy/strait/topicid"
 )
 
 // Server is one Strait instance.
@@ -35,7 +36,7 @@ type Server struct {
 	chain   atomic.Pointer[liveChain] // swapped whole by Reload
 	dialer  *dialer
 	cluster *kgo.Client // Strait's own requests: broker list, topic ids
-	topics  *metadata.TopicNames
+	topics  *topicid.Names
 	tls     atomic.Pointer[tls.Config] // towards clients; nil for plaintext; swapped by Reload
 	meta    *interceptor.Interceptor   // the built-in metadata interceptor, first in every chain
 
@@ -77,7 +78,7 @@ type Options struct {
 	Interceptors []*interceptor.Interceptor
 	// Topics, if set, is fed with topic ids from the metadata flowing
 	// through (encryption needs it for Produce/Fetch v13+).
-	Topics *metadata.TopicNames
+	Topics *topicid.Names
 }
 
 // New validates cfg and builds a Server. Call Run to serve.
@@ -110,7 +111,7 @@ func New(cfg config.Config, opts Options) (*Server, error) {
 		Name: "strait_frame_budget_bytes", Help: "Bytes of limits.max_buffered_bytes held now by client frames being read or kept by interceptors.",
 	}, func() float64 { return float64(s.held.Load()) }))
 	if s.topics == nil {
-		s.topics = metadata.NewTopicNames()
+		s.topics = topicid.New()
 	}
 	// Topic ids are resolvable from the first request on: the lookup is in
 	// place before any listener opens.
@@ -154,7 +155,7 @@ func (s *Server) release(n int64) {
 }
 
 // Topics is the topic id→name map fed by the metadata flowing through.
-func (s *Server) Topics() *metadata.TopicNames { return s.topics }
+func (s *Server) Topics() *topicid.Names { return s.topics }
 
 // Ready reports whether Strait has fetched upstream metadata and can serve.
 func (s *Server) Ready() bool { return s.ready.Load() }

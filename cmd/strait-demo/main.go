@@ -23,8 +23,8 @@ import (
 	"github.com/strait-proxy/strait/crypto/encrypt"
 	"github.com/strait-proxy/strait/crypto/kms/local"
 	"github.com/strait-proxy/strait/interceptor"
-	"github.com/strait-proxy/strait/metadata"
 	"github.com/strait-proxy/strait/proxy"
+	"github.com/strait-proxy/strait/topicid"
 
 	"github.com/strait-proxy/strait/internal/freeport"
 )
@@ -119,7 +119,7 @@ func encryption(ctx context.Context, cluster *kfake.Cluster) error {
 		Rules: []encrypt.Rule{{Topics: []string{"customers"}, KeyID: "customers-kek", Format: "json", Fields: []string{"$.ssn_id", "$.account"}}},
 	}
 	fmt.Println("   rule: topic customers, format json, encrypt $.ssn_id and $.account")
-	topics := metadata.NewTopicNames()
+	topics := topicid.New()
 	enc, err := encrypt.NewEncrypt(cfg, encrypt.Env{Topics: topics})
 	if err != nil {
 		return err
@@ -129,7 +129,7 @@ func encryption(ctx context.Context, cluster *kfake.Cluster) error {
 		return err
 	}
 	defer stopP()
-	rtopics := metadata.NewTopicNames()
+	rtopics := topicid.New()
 	dec, err := encrypt.NewDecrypt(cfg, encrypt.Env{Topics: rtopics})
 	if err != nil {
 		return err
@@ -204,7 +204,7 @@ func headerNames(r *kgo.Record) string {
 
 // startStrait runs an in-process Strait with a port-mapped listener on
 // 127.0.0.1 and waits until it is ready.
-func startStrait(ctx context.Context, upstream []string, ics []*interceptor.Interceptor, topics *metadata.TopicNames) (*proxy.Server, func(), error) {
+func startStrait(ctx context.Context, upstream []string, ics []*interceptor.Interceptor, topics *topicid.Names) (*proxy.Server, func(), error) {
 	base, err := freeport.Base(11)
 	if err != nil {
 		return nil, nil, err

@@ -13,8 +13,8 @@ import (
 	"github.com/strait-proxy/strait/crypto/encrypt"
 	"github.com/strait-proxy/strait/crypto/kms/local"
 	"github.com/strait-proxy/strait/interceptor"
-	"github.com/strait-proxy/strait/metadata"
 	"github.com/strait-proxy/strait/policy"
+	"github.com/strait-proxy/strait/topicid"
 )
 
 // The policy and catalog of examples/policy-fields.
@@ -88,7 +88,7 @@ func policyAct(ctx context.Context, cluster *kfake.Cluster) error {
 		KMS:   encrypt.KMS{Local: &encrypt.LocalKMS{Keyring: keyring}},
 		Rules: []encrypt.Rule{{Topics: []string{"orders-pii"}, KeyID: "orders-kek", Format: "json", Fields: []string{"$.ssn_id", "$.account"}}},
 	}
-	ptopics := metadata.NewTopicNames()
+	ptopics := topicid.New()
 	enc, err := encrypt.NewEncrypt(crypto, encrypt.Env{Topics: ptopics})
 	if err != nil {
 		return err
@@ -98,7 +98,7 @@ func policyAct(ctx context.Context, cluster *kfake.Cluster) error {
 		return err
 	}
 	defer stopP()
-	ctopics := metadata.NewTopicNames()
+	ctopics := topicid.New()
 	dec, err := encrypt.NewDecrypt(crypto, encrypt.Env{Topics: ctopics})
 	if err != nil {
 		return err

@@ -16,9 +16,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/strait-proxy/strait/config"
-	"github.com/strait-proxy/strait/metadata"
 	"github.com/strait-proxy/strait/plugins"
 	"github.com/strait-proxy/strait/proxy"
+	"github.com/strait-proxy/strait/topicid"
 )
 
 // reloader re-reads the configuration on SIGHUP and whenever the config
@@ -31,7 +31,7 @@ type reloader struct {
 	srv     *proxy.Server
 	log     *slog.Logger
 	reg     prometheus.Registerer
-	topics  *metadata.TopicNames
+	topics  *topicid.Names
 	reloads *prometheus.CounterVec
 	every   time.Duration // how often watched files are checked
 	path    string        // the config file; "" when flags alone configure
@@ -39,7 +39,7 @@ type reloader struct {
 	files   []string
 }
 
-func newReloader(load func() (config.Config, error), srv *proxy.Server, log *slog.Logger, reg prometheus.Registerer, topics *metadata.TopicNames, cfg config.Config, set *plugins.Set, configPath string) *reloader {
+func newReloader(load func() (config.Config, error), srv *proxy.Server, log *slog.Logger, reg prometheus.Registerer, topics *topicid.Names, cfg config.Config, set *plugins.Set, configPath string) *reloader {
 	r := &reloader{load: load, srv: srv, log: log, reg: reg, topics: topics, every: 2 * time.Second, path: configPath}
 	r.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "strait_config_reloads_total", Help: "Configuration reloads (SIGHUP or a watched file changed), by result: applied or rejected.",

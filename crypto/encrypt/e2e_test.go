@@ -22,8 +22,8 @@ import (
 	"github.com/strait-proxy/strait/crypto/kms/local"
 	"github.com/strait-proxy/strait/interceptor"
 	"github.com/strait-proxy/strait/internal/straittest"
-	"github.com/strait-proxy/strait/metadata"
 	"github.com/strait-proxy/strait/proxy"
+	"github.com/strait-proxy/strait/topicid"
 )
 
 // flakyKMS wraps a real provider and can be switched off, as a KMS outage.
@@ -81,7 +81,7 @@ func newRig(t *testing.T, maxUses int, onErr string) *rig {
 	r.kms = &flakyKMS{Provider: prov}
 	// Each Strait has its own topic-id map, fed by the metadata it proxies
 	// and by its own lookups: encryption picks rules by topic name.
-	pTopics, rTopics := metadata.NewTopicNames(), metadata.NewTopicNames()
+	pTopics, rTopics := topicid.New(), topicid.New()
 	r.pMetrics, r.rMetrics = prometheus.NewRegistry(), prometheus.NewRegistry()
 	enc, err := encrypt.NewEncrypt(cfg, encrypt.Env{Metrics: r.pMetrics, Topics: pTopics, Providers: []kms.Provider{r.kms}})
 	straittest.Must(t, err, "encrypt")

@@ -29,8 +29,8 @@ import (
 	"github.com/strait-proxy/strait/crypto/kms/vaulttransit"
 	"github.com/strait-proxy/strait/interceptor"
 	"github.com/strait-proxy/strait/internal/burstlog"
-	"github.com/strait-proxy/strait/metadata"
 	"github.com/strait-proxy/strait/records"
+	"github.com/strait-proxy/strait/topicid"
 )
 
 // Names in the interceptor registry.
@@ -44,7 +44,7 @@ type Env struct {
 	Logger  *slog.Logger
 	Metrics prometheus.Registerer
 	// Topics resolves topic ids (Produce/Fetch v13+) to names.
-	Topics *metadata.TopicNames
+	Topics *topicid.Names
 	// Providers, when set, replace the key stores of Config.KMS (tests use
 	// it to inject a provider).
 	Providers []kms.Provider
@@ -53,7 +53,7 @@ type Env struct {
 // engine is what both interceptors share: rules, key stores, caches.
 type engine struct {
 	log       *slog.Logger
-	topics    *metadata.TopicNames
+	topics    *topicid.Names
 	rules     []*rule
 	sealers   map[string]*envelope.Sealer
 	opener    *envelope.Opener
@@ -160,7 +160,7 @@ func newEngine(cfg Config, env Env) (*engine, error) {
 		log.Warn("insecure key store configuration", "warning", w)
 	}
 	if e.topics == nil {
-		e.topics = metadata.NewTopicNames()
+		e.topics = topicid.New()
 	}
 	e.limits = newSizeLimits(cfg.Limits, e.topics.Cluster)
 	provs := env.Providers

@@ -28,8 +28,8 @@ import (
 	"github.com/strait-proxy/strait/crypto/kms/vaulttransit"
 	"github.com/strait-proxy/strait/interceptor"
 	"github.com/strait-proxy/strait/internal/straittest"
-	"github.com/strait-proxy/strait/metadata"
 	"github.com/strait-proxy/strait/records"
+	"github.com/strait-proxy/strait/topicid"
 )
 
 // Tests of issue 12 points 2, 5 and 6, run through interceptor chains as the
@@ -338,7 +338,7 @@ func TestFetchUnknownTopicIDsOneLookup(t *testing.T) {
 		return nil, nil, false
 	})
 	cl := client(t, c.ListenAddrs()[0])
-	names := metadata.NewTopicNames()
+	names := topicid.New()
 	names.SetCluster(cl)
 
 	orders := []encrypt.Rule{{Topics: []string{"orders"}, KeyID: "orders-kek"}}

@@ -24,8 +24,8 @@ import (
 	"github.com/strait-proxy/strait/interceptor"
 	"github.com/strait-proxy/strait/internal/kmsdouble"
 	"github.com/strait-proxy/strait/internal/straittest"
-	"github.com/strait-proxy/strait/metadata"
 	"github.com/strait-proxy/strait/proxy"
+	"github.com/strait-proxy/strait/topicid"
 )
 
 // The aws-kms and vault-transit providers, configured the way an operator
@@ -61,7 +61,7 @@ type pair struct {
 func startPair(t *testing.T, cluster *kfake.Cluster, cfg encrypt.Config) *pair {
 	t.Helper()
 	p := &pair{cluster: cluster, pMetrics: prometheus.NewRegistry(), rMetrics: prometheus.NewRegistry()}
-	pTopics, rTopics := metadata.NewTopicNames(), metadata.NewTopicNames()
+	pTopics, rTopics := topicid.New(), topicid.New()
 	enc, err := encrypt.NewEncrypt(cfg, encrypt.Env{Metrics: p.pMetrics, Topics: pTopics})
 	straittest.Must(t, err, "NewEncrypt")
 	dec, err := encrypt.NewDecrypt(cfg, encrypt.Env{Metrics: p.rMetrics, Topics: rTopics})

@@ -27,8 +27,8 @@ import (
 	"github.com/strait-proxy/strait/crypto/kms/local"
 	"github.com/strait-proxy/strait/interceptor"
 	"github.com/strait-proxy/strait/internal/straittest"
-	"github.com/strait-proxy/strait/metadata"
 	"github.com/strait-proxy/strait/proxy"
+	"github.com/strait-proxy/strait/topicid"
 )
 
 // splitRig is a kfake cluster behind an encrypting Strait (topics big*,
@@ -46,7 +46,7 @@ func newSplitRig(t *testing.T, opts ...kfake.Opt) *splitRig {
 	straittest.Must(t, local.Generate(path, "big-kek"), "generate")
 	var cfg encrypt.Config
 	straittest.Must(t, json.Unmarshal(fmt.Appendf(nil, `{"kms": {"local": {"keyring": %q}}, "rules": [{"topics": ["big*"], "key_id": "big-kek"}]}`, path), &cfg), "config")
-	pTopics, rTopics := metadata.NewTopicNames(), metadata.NewTopicNames()
+	pTopics, rTopics := topicid.New(), topicid.New()
 	enc, err := encrypt.NewEncrypt(cfg, encrypt.Env{Metrics: r.metrics, Topics: pTopics})
 	straittest.Must(t, err, "encrypt")
 	dec, err := encrypt.NewDecrypt(cfg, encrypt.Env{Topics: rTopics})

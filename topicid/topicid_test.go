@@ -1,4 +1,4 @@
-package metadata
+package topicid
 
 import (
 	"context"
@@ -75,7 +75,7 @@ func randomIDs(n int) [][16]byte {
 // negative cache holds them.
 func TestUnknownIDsOneLookup(t *testing.T) {
 	lc := newLookupCluster(t)
-	names := NewTopicNames()
+	names := New()
 	names.SetCluster(lc.cl)
 	ctx := context.Background()
 	ids := append(randomIDs(200), lc.id)
@@ -107,7 +107,7 @@ func TestUnknownIDsOneLookup(t *testing.T) {
 // overrides its negative entry.
 func TestNegativeCacheBoundedAndExpires(t *testing.T) {
 	lc := newLookupCluster(t)
-	names := NewTopicNames()
+	names := New()
 	names.SetCluster(lc.cl)
 	names.SetLimits(LookupLimits{NegativeTTL: time.Hour, MaxNegative: 50, MaxIDs: 20})
 	ctx := context.Background()
@@ -171,7 +171,7 @@ func TestLookupDeadline(t *testing.T) {
 		}
 		return nil, nil, false
 	})
-	names := NewTopicNames()
+	names := New()
 	names.SetCluster(lc.cl)
 	names.SetLimits(LookupLimits{Timeout: 200 * time.Millisecond})
 	ctx := context.Background()

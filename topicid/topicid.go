@@ -1,4 +1,6 @@
-package metadata
+// Package topicid maps topic ids to names for the interceptors that choose
+// per topic: Produce v13+ and Fetch v13+ name topics by id only.
+package topicid
 
 import (
 	"context"
@@ -10,7 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
-// TopicNames is a concurrency-safe topic-id -> name map fed by every Metadata
+// Names is a concurrency-safe topic-id -> name map fed by every Metadata
 // response (v10+ carries topic ids) that flows through; encryption uses it to
 // pick keys for Produce v13+/Fetch v13+, which name topics by id only.
 //
@@ -26,7 +28,7 @@ import (
 // bounded negative cache ([LookupLimits.NegativeTTL],
 // [LookupLimits.MaxNegative]), so that repeating random ids costs no more
 // upstream calls.
-type TopicNames struct {
+type Names struct {
 	mu     sync.RWMutex
 	names  map[[16]byte]string
 	neg    map[[16]byte]negative
@@ -85,13 +87,13 @@ func (l LookupLimits) withDefaults() LookupLimits {
 	return l
 }
 
-// NewTopicNames returns an empty map.
-func NewTopicNames() *TopicNames {
-	return &TopicNames{names: make(map[[16]byte]string)}
+// New returns an empty map.
+func New() *Names {
+	return &Names{names: make(map[[16]byte]string)}
 }
 
 // SetLimits sets the bounds on lookups. Set it before serving.
-func (t *TopicNames) SetLimits(l LookupLimits) {
+func (t *Names) SetLimits(l LookupLimits) {
 	t.mu.Lock()
 	t.limits = l
 	t.mu.Unlock()
@@ -100,7 +102,7 @@ func (t *TopicNames) SetLimits(l LookupLimits) {
 // SetCluster makes lookups of unknown ids Metadata requests sent through r
 // (a *kgo.Client to the cluster), all the unknown ids of a request in one.
 // Set it before serving.
-func (t *TopicNames) SetCluster(r kmsg.Requestor) {
+func (t *Names) SetCluster(r kmsg.Requestor) {
 	t.mu.Lock()
 	t.cl = r
 	t.mu.Unlock()
@@ -118,13 +120,13 @@ func (t *TopicNames) SetCluster(r kmsg.Requestor) {
 // Cluster is the client given to SetCluster, nil before: interceptors that
 // need other facts from the cluster (encryption asks for topics'
 // max.message.bytes) send their requests through it.
-func (t *TopicNames) Cluster() kmsg.Requestor {
+func (t *Names) Cluster() kmsg.Requestor {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	return t.cl
 }
 
-func (t *TopicNames) setLookup(fn func(context.Context, [][16]byte) (*kmsg.MetadataResponse, error)) {
+func (t *Names) setLookup(fn func(context.Context, [][16]byte) (*kmsg.MetadataResponse, error)) {
 	t.mu.Lock()
 	t.lookup = fn
 	t.mu.Unlock()
@@ -132,7 +134,7 @@ func (t *TopicNames) setLookup(fn func(context.Context, [][16]byte) (*kmsg.Metad
 
 // Name returns the name of the topic with id, if some Metadata response named
 // it.
-func (t *TopicNames) Name(id [16]byte) (string, bool) {
+func (t *Names) Name(id [16]byte) (string, bool) {
 	t.mu.RLock()
 	n, ok := t.names[id]
 	t.mu.RUnlock()
@@ -142,8 +144,8 @@ func (t *TopicNames) Name(id [16]byte) (string, bool) {
 // Resolve returns the name of topic id, asking the cluster when no Metadata
 // response has named it yet and no recent lookup failed for it. Callers that
 // pick keys or policies by topic name must fail closed when it returns an
-// error. Callers with several ids call [TopicNames.Prefetch] first.
-func (t *TopicNames) Resolve(ctx context.Context, id [16]byte) (string, error) {
+// error. Callers with several ids call [Names.Prefetch] first.
+func (t *Names) Resolve(ctx context.Context, id [16]byte) (string, error) {
 	if n, ok, err := t.cached(id, time.Time{}); ok || err != nil {
 		return n, err
 	}
@@ -156,7 +158,7 @@ func (t *TopicNames) Resolve(ctx context.Context, id [16]byte) (string, error) {
 
 // cached answers from the map or the negative cache; now is read only if
 // zero and needed.
-func (t *TopicNames) cached(id [16]byte, now time.Time) (string, bool, error) {
+func (t *Names) cached(id [16]byte, now time.Time) (string, bool, error) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	if n, ok := t.names[id]; ok {
@@ -179,7 +181,7 @@ var errTooManyIDs = errors.New("not looked up: too many unknown topic ids in one
 // neither known nor negatively cached, so that Resolve then answers every
 // id of ids from the caches: a request naming n unknown ids costs one
 // lookup, not n. Ids past LookupLimits.MaxIDs are not looked up and fail.
-func (t *TopicNames) Prefetch(ctx context.Context, ids [][16]byte) {
+func (t *Names) Prefetch(ctx context.Context, ids [][16]byte) {
 	now := time.Now()
 	var todo [][16]byte
 	for _, id := range ids {
@@ -203,7 +205,7 @@ func (t *TopicNames) Prefetch(ctx context.Context, ids [][16]byte) {
 	t.lookupIDs(ctx, fn, todo, lim)
 }
 
-func (t *TopicNames) lookupIDs(ctx context.Context, fn func(context.Context, [][16]byte) (*kmsg.MetadataResponse, error), ids [][16]byte, lim LookupLimits) {
+func (t *Names) lookupIDs(ctx context.Context, fn func(context.Context, [][16]byte) (*kmsg.MetadataResponse, error), ids [][16]byte, lim LookupLimits) {
 	lctx, cancel := context.WithTimeout(ctx, lim.Timeout)
 	defer cancel()
 	t.mu.Lock()
@@ -226,7 +228,7 @@ func (t *TopicNames) lookupIDs(ctx context.Context, fn func(context.Context, [][
 
 // remember puts ids in the negative cache for ttl, keeping it at most
 // lim.MaxNegative entries.
-func (t *TopicNames) remember(ids [][16]byte, err error, ttl time.Duration, lim LookupLimits) {
+func (t *Names) remember(ids [][16]byte, err error, ttl time.Duration, lim LookupLimits) {
 	if len(ids) == 0 {
 		return
 	}
@@ -260,7 +262,7 @@ func (t *TopicNames) remember(ids [][16]byte, err error, ttl time.Duration, lim 
 
 // Lookups reports how many upstream lookups were made (for tests and
 // metrics).
-func (t *TopicNames) Lookups() int {
+func (t *Names) Lookups() int {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	return t.calls
@@ -278,7 +280,7 @@ func contains(ids [][16]byte, id [16]byte) bool {
 // Learn records the id and name of every topic in resp that has both. It
 // takes the write lock only when resp names a topic it did not know, so the
 // steady state (clients refreshing the same metadata) does not block readers.
-func (t *TopicNames) Learn(resp *kmsg.MetadataResponse) {
+func (t *Names) Learn(resp *kmsg.MetadataResponse) {
 	if resp == nil || !t.hasNew(resp) {
 		return
 	}
@@ -296,7 +298,7 @@ func (t *TopicNames) Learn(resp *kmsg.MetadataResponse) {
 	}
 }
 
-func (t *TopicNames) hasNew(resp *kmsg.MetadataResponse) bool {
+func (t *Names) hasNew(resp *kmsg.MetadataResponse) bool {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	for i := range resp.Topics {
