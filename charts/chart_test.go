@@ -19,7 +19,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 
 	"helm.sh/helm/v3/pkg/chart"
@@ -39,6 +38,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/strait-proxy/strait/config"
+	"github.com/strait-proxy/strait/internal/straitbin"
 )
 
 const (
@@ -810,42 +810,16 @@ func validateConfig(t *testing.T, r *rendered, mounts map[string]mount) {
 	}
 }
 
-var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
-	binDir  string
-)
-
 // straitBin is $STRAIT_BIN (make test sets it) or ./cmd/strait built once
 // for this test binary.
 func straitBin(t *testing.T) string {
 	t.Helper()
-	binOnce.Do(func() {
-		if p := os.Getenv("STRAIT_BIN"); p != "" {
-			binPath = p
-			return
-		}
-		if binDir, binErr = os.MkdirTemp("", "strait-chart-test-"); binErr != nil {
-			return
-		}
-		binPath = filepath.Join(binDir, "strait")
-		out, err := exec.Command("go", "build", "-C", repoRoot, "-o", binPath, "./cmd/strait").CombinedOutput()
-		if err != nil {
-			binErr = fmt.Errorf("go build ./cmd/strait: %v\n%s", err, out)
-		}
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return binPath
+	return straitbin.Get(t)
 }
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
+	straitbin.Cleanup()
 	os.Exit(code)
 }
 

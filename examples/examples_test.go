@@ -8,7 +8,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -23,6 +22,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/strait-proxy/strait/internal/straitbin"
 	"github.com/strait-proxy/strait/internal/straittest"
 )
 
@@ -80,43 +80,15 @@ var examples = []example{
 	},
 }
 
-var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
-)
-
-// straitBin returns $STRAIT_BIN or builds ./cmd/strait once.
+// straitBin returns $STRAIT_BIN or ./cmd/strait built once.
 func straitBin(t *testing.T) string {
 	t.Helper()
-	binOnce.Do(func() {
-		if p := os.Getenv("STRAIT_BIN"); p != "" {
-			binPath, binErr = filepath.Abs(p)
-			return
-		}
-		dir, err := os.MkdirTemp("", "strait-examples-bin-")
-		if err != nil {
-			binErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "strait")
-		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/strait")
-		cmd.Dir = ".."
-		if out, err := cmd.CombinedOutput(); err != nil {
-			binErr = fmt.Errorf("go build ./cmd/strait: %v\n%s", err, out)
-		}
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return binPath
+	return straitbin.Get(t)
 }
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if binPath != "" && os.Getenv("STRAIT_BIN") == "" {
-		os.RemoveAll(filepath.Dir(binPath))
-	}
+	straitbin.Cleanup()
 	os.Exit(code)
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/strait-proxy/strait/internal/kmsdouble"
+	"github.com/strait-proxy/strait/internal/straitbin"
 	"github.com/strait-proxy/strait/internal/testpki"
 )
 
@@ -212,9 +213,7 @@ func (c *consumerLog) has(keys []string) (missing []string) {
 // ---------------------------------------------------------------- the run
 
 func TestChaos(t *testing.T) {
-	if straitBin == "" {
-		missing(t, "the strait binary: %v (make build, STRAIT_BIN)", straitBinErr)
-	}
+	straitBin = straitbin.Get(t)
 	duration := envDuration(t, "STRAIT_CHAOS_DURATION", 50*time.Second)
 	seed := uint64(20261203)
 	if v := os.Getenv("STRAIT_CHAOS_SEED"); v != "" {
@@ -534,7 +533,7 @@ func TestChaos(t *testing.T) {
 		if err != nil {
 			return resources{}, nil, err
 		}
-		return resources{m.sum("go_goroutines"), m.sum("go_memstats_heap_inuse_bytes"), m.sum("process_resident_memory_bytes")}, m, nil
+		return resources{m.Sum("go_goroutines"), m.Sum("go_memstats_heap_inuse_bytes"), m.Sum("process_resident_memory_bytes")}, m, nil
 	}
 	baseline := map[string]resources{}
 	for _, s := range []*strait{enc, dec} {
@@ -542,7 +541,7 @@ func TestChaos(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s strait /metrics: %v", s.name, err)
 		}
-		if !m.has("go_goroutines") || !m.has("go_memstats_heap_inuse_bytes") {
+		if !m.Has("go_goroutines") || !m.Has("go_memstats_heap_inuse_bytes") {
 			t.Fatalf("%s strait /metrics lacks go_goroutines or go_memstats_heap_inuse_bytes", s.name)
 		}
 		baseline[s.name] = r
@@ -588,7 +587,7 @@ func TestChaos(t *testing.T) {
 			if err != nil {
 				continue // e.g. just restarted
 			}
-			p, b := m.sum("strait_panics_total"), m.sum("strait_frame_budget_bytes")
+			p, b := m.Sum("strait_panics_total"), m.Sum("strait_frame_budget_bytes")
 			if (p > 0 || b < 0) && !sickSeen[s.name+fmt.Sprint(s.starts)] {
 				sickSeen[s.name+fmt.Sprint(s.starts)] = true
 				msg := fmt.Sprintf("t=%v %s strait (process #%d): strait_panics_total %v, strait_frame_budget_bytes %v, first seen after %s",
@@ -821,11 +820,11 @@ func TestChaos(t *testing.T) {
 	encSum := func(name string, with ...string) float64 {
 		var total float64
 		for _, m := range encAll {
-			total += m.sum(name, with...)
+			total += m.Sum(name, with...)
 		}
 		return total
 	}
-	if p := encSum("strait_panics_total") + decNow.sum("strait_panics_total"); p != 0 {
+	if p := encSum("strait_panics_total") + decNow.Sum("strait_panics_total"); p != 0 {
 		t.Errorf("strait_panics_total = %v", p)
 	}
 	// The frame budget held with no request in flight: never below zero
@@ -834,7 +833,7 @@ func TestChaos(t *testing.T) {
 		name string
 		m    metrics
 	}{{"encrypting", encNow}, {"decrypting", decNow}} {
-		held := x.m.sum("strait_frame_budget_bytes")
+		held := x.m.Sum("strait_frame_budget_bytes")
 		t.Logf("%s strait: strait_frame_budget_bytes %v at the end", x.name, held)
 		if held < 0 {
 			t.Errorf("%s strait: strait_frame_budget_bytes = %v: frame budget released more often than taken", x.name, held)
@@ -844,9 +843,9 @@ func TestChaos(t *testing.T) {
 		enc.starts, encSum("strait_crypto_records_total", `op="encrypt"`, `result="ok"`), encSum("strait_crypto_records_total", `op="encrypt"`, `result="error"`),
 		encSum("strait_crypto_partitions_refused_total"), encSum("strait_kms_errors_total"), encSum("strait_upstream_dial_errors_total"), encSum("strait_connection_errors_total"))
 	t.Logf("decrypting strait: records decrypted ok %.0f, errors %.0f; partitions refused (client retries) %.0f; KMS errors %.0f; unwraps throttled %.0f; upstream dial errors %.0f; connection errors %.0f",
-		decNow.sum("strait_crypto_records_total", `op="decrypt"`, `result="ok"`), decNow.sum("strait_crypto_records_total", `op="decrypt"`, `result="error"`),
-		decNow.sum("strait_crypto_partitions_refused_total"), decNow.sum("strait_kms_errors_total"), decNow.sum("strait_kms_unwrap_throttled_total"),
-		decNow.sum("strait_upstream_dial_errors_total"), decNow.sum("strait_connection_errors_total"))
+		decNow.Sum("strait_crypto_records_total", `op="decrypt"`, `result="ok"`), decNow.Sum("strait_crypto_records_total", `op="decrypt"`, `result="error"`),
+		decNow.Sum("strait_crypto_partitions_refused_total"), decNow.Sum("strait_kms_errors_total"), decNow.Sum("strait_kms_unwrap_throttled_total"),
+		decNow.Sum("strait_upstream_dial_errors_total"), decNow.Sum("strait_connection_errors_total"))
 	t.Logf("KMS double: %d GenerateDataKey and %d Decrypt calls (faulted ones included)", kms.Calls("GenerateDataKey"), kms.Calls("Decrypt"))
 	t.Logf("franz-go clients: %d failed connection attempts, %d disconnections", hooks.connectFailures.Load(), hooks.disconnects.Load())
 	hostile.mu.Lock()

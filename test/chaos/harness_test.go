@@ -1,9 +1,7 @@
 package chaos
 
 import (
-	"bufio"
 	"bytes"
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -19,70 +17,18 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/strait-proxy/strait/internal/promtext"
+	"github.com/strait-proxy/strait/internal/straitbin"
 )
 
-var (
-	straitBin    string
-	straitBinErr error
-	inCI         = os.Getenv("CI") == "true"
-)
+// straitBin is the binary under test (straitbin.Get in TestChaos).
+var straitBin string
 
 func TestMain(m *testing.M) {
-	var cleanup func()
-	straitBin, cleanup, straitBinErr = findOrBuildStrait()
 	code := m.Run()
-	if cleanup != nil {
-		cleanup()
-	}
+	straitbin.Cleanup()
 	os.Exit(code)
-}
-
-// findOrBuildStrait returns $STRAIT_BIN, or builds ./cmd/strait into a
-// temporary directory (as test/interop does).
-func findOrBuildStrait() (string, func(), error) {
-	if p := os.Getenv("STRAIT_BIN"); p != "" {
-		abs, err := filepath.Abs(p)
-		if err != nil {
-			return "", nil, err
-		}
-		if _, err := os.Stat(abs); err != nil {
-			return "", nil, fmt.Errorf("STRAIT_BIN=%s: %w", p, err)
-		}
-		return abs, nil, nil
-	}
-	wd, err := os.Getwd()
-	if err != nil {
-		return "", nil, err
-	}
-	root := filepath.Clean(filepath.Join(wd, "..", ".."))
-	if _, err := os.Stat(filepath.Join(root, "cmd", "strait")); err != nil {
-		return "", nil, fmt.Errorf("no ./cmd/strait in %s and STRAIT_BIN unset", root)
-	}
-	dir, err := os.MkdirTemp("", "strait-chaos-bin-")
-	if err != nil {
-		return "", nil, err
-	}
-	bin := filepath.Join(dir, "strait")
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/strait")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		os.RemoveAll(dir)
-		return "", nil, fmt.Errorf("go build ./cmd/strait: %v\n%s", err, out)
-	}
-	return bin, func() { os.RemoveAll(dir) }, nil
-}
-
-// missing reports a missing prerequisite: a loud skip locally, a failure in
-// CI (CI=true).
-func missing(t testing.TB, format string, args ...any) {
-	t.Helper()
-	msg := fmt.Sprintf(format, args...)
-	if inCI {
-		t.Fatalf("MISSING PREREQUISITE (fatal because CI=true): %s", msg)
-	}
-	t.Skipf("!!! SKIPPED: MISSING PREREQUISITE: %s !!!", msg)
 }
 
 // freePorts returns n distinct TCP ports on 127.0.0.1 that were free a
@@ -486,80 +432,11 @@ func (s *strait) metrics() (metrics, error) {
 	if code != http.StatusOK {
 		return nil, fmt.Errorf("GET /metrics: HTTP %d", code)
 	}
-	return parseMetrics(body), nil
+	return promtext.Parse(body), nil
 }
 
-// metrics are Prometheus text samples: "name{labels}" → value.
-type metrics map[string]float64
-
-func parseMetrics(body string) metrics {
-	m := metrics{}
-	sc := bufio.NewScanner(strings.NewReader(body))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if line == "" || line[0] == '#' {
-			continue
-		}
-		// name{labels} value [timestamp]; label values hold no spaces here.
-		var series, val string
-		if i := strings.LastIndexByte(line, '}'); i >= 0 {
-			series = line[:i+1]
-			val = strings.TrimSpace(line[i+1:])
-		} else {
-			f := strings.Fields(line)
-			if len(f) < 2 {
-				continue
-			}
-			series, val = f[0], f[1]
-		}
-		if f := strings.Fields(val); len(f) > 0 {
-			val = f[0]
-		}
-		v, err := strconv.ParseFloat(val, 64)
-		if err != nil {
-			continue
-		}
-		m[series] = v
-	}
-	return m
-}
-
-// sum adds the samples of metric name whose labels contain every one of
-// the given fragments (e.g. `result="error"`).
-func (m metrics) sum(name string, with ...string) float64 {
-	var total float64
-	for series, v := range m {
-		n := series
-		labels := ""
-		if i := strings.IndexByte(series, '{'); i >= 0 {
-			n, labels = series[:i], series[i:]
-		}
-		if n != name {
-			continue
-		}
-		ok := true
-		for _, w := range with {
-			if !strings.Contains(labels, w) {
-				ok = false
-			}
-		}
-		if ok {
-			total += v
-		}
-	}
-	return total
-}
-
-// has reports whether metric name is exported at all.
-func (m metrics) has(name string) bool {
-	for series := range m {
-		if series == name || strings.HasPrefix(series, name+"{") {
-			return true
-		}
-	}
-	return false
-}
+// metrics are the samples of one /metrics scrape.
+type metrics = promtext.Samples
 
 func tail(s string, n int) string {
 	if len(s) <= n {

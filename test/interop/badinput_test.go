@@ -1,7 +1,6 @@
 package interop
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"encoding/binary"
@@ -17,6 +16,8 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/strait-proxy/strait/internal/promtext"
 )
 
 // Metric names this test expects on Strait's admin /metrics.
@@ -313,36 +314,10 @@ func sumCounter(body, name string) (float64, []string) {
 // sumCounterWith is sumCounter over the series whose labels contain label
 // (e.g. `api="Produce"`).
 func sumCounterWith(body, name, label string) (float64, []string) {
-	var total float64
-	var series []string
-	sc := bufio.NewScanner(strings.NewReader(body))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
-			continue
-		}
-		if label != "" && !strings.Contains(line, label) {
-			continue
-		}
-		fields := strings.Fields(line)
-		if len(fields) < 2 {
-			continue
-		}
-		// "name{labels} value [timestamp]": the value follows the labels.
-		rest := fields[1:]
-		if i := strings.LastIndex(line, "}"); i >= 0 {
-			rest = strings.Fields(line[i+1:])
-		}
-		if len(rest) == 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(rest[0], 64)
-		if err != nil {
-			continue
-		}
-		total += v
-		series = append(series, line)
+	s := promtext.Parse(body)
+	var with []string
+	if label != "" {
+		with = []string{label}
 	}
-	return total, series
+	return s.Sum(name, with...), s.Series(name, with...)
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/strait-proxy/strait/internal/freeport"
+	"github.com/strait-proxy/strait/internal/straitbin"
 )
 
 var (
@@ -31,7 +32,6 @@ var (
 	repoRoot       string
 	interopDir     string
 	directMode     = os.Getenv("STRAIT_INTEROP_DIRECT") == "1"
-	inCI           = os.Getenv("CI") == "true"
 	pythonBin      = "/usr/bin/python3" // Debian's: pyenv's python3 cannot see python3-kafka & co.
 	defaultTimeout = 60 * time.Second   // per external client command
 )
@@ -45,59 +45,21 @@ func TestMain(m *testing.M) {
 	interopDir = wd
 	repoRoot = filepath.Clean(filepath.Join(wd, "..", ".."))
 
-	var cleanup func()
-	straitBin, cleanup, straitBinErr = findOrBuildStrait()
-	code := m.Run()
-	if cleanup != nil {
-		cleanup()
-	}
-	os.Exit(code)
-}
-
-// findOrBuildStrait returns $STRAIT_BIN, or builds ./cmd/strait into a
-// temporary directory.
-func findOrBuildStrait() (string, func(), error) {
-	if p := os.Getenv("STRAIT_BIN"); p != "" {
-		abs, err := filepath.Abs(p)
-		if err != nil {
-			return "", nil, err
-		}
-		if _, err := os.Stat(abs); err != nil {
-			return "", nil, fmt.Errorf("STRAIT_BIN=%s: %w", p, err)
-		}
-		return abs, nil, nil
-	}
 	if directMode {
-		return "", nil, errors.New("STRAIT_INTEROP_DIRECT=1: not using Strait")
+		straitBinErr = errors.New("STRAIT_INTEROP_DIRECT=1: not using Strait")
+	} else {
+		straitBin, straitBinErr = straitbin.Path()
 	}
-	if _, err := os.Stat(filepath.Join(repoRoot, "cmd", "strait")); err != nil {
-		return "", nil, fmt.Errorf("no ./cmd/strait in %s and STRAIT_BIN unset", repoRoot)
-	}
-	dir, err := os.MkdirTemp("", "strait-interop-bin-")
-	if err != nil {
-		return "", nil, err
-	}
-	bin := filepath.Join(dir, "strait")
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/strait")
-	cmd.Dir = repoRoot
-	if out, err := cmd.CombinedOutput(); err != nil {
-		os.RemoveAll(dir)
-		return "", nil, fmt.Errorf("go build ./cmd/strait: %v\n%s", err, out)
-	}
-	return bin, func() { os.RemoveAll(dir) }, nil
+	code := m.Run()
+	straitbin.Cleanup()
+	os.Exit(code)
 }
 
 // missing reports a missing prerequisite: a loud skip locally, a failure in
 // CI (CI=true), where scripts/install-test-deps.sh must have provided it.
 func missing(t testing.TB, format string, args ...any) {
 	t.Helper()
-	msg := fmt.Sprintf(format, args...)
-	if inCI {
-		t.Fatalf("MISSING PREREQUISITE (fatal because CI=true): %s; run scripts/install-test-deps.sh", msg)
-	}
-	t.Skipf("!!! SKIPPED: MISSING PREREQUISITE: %s; run scripts/install-test-deps.sh !!!", msg)
+	straitbin.Missing(t, format, args...)
 }
 
 // need checks that a tool is available. Besides executables on PATH it knows
