@@ -276,18 +276,6 @@ func gwWaitUp(t *testing.T, statsURL string, d time.Duration) time.Duration {
 	return 0
 }
 
-// gwNeedHAProxy skips without haproxy, except under CI where it must be
-// installed (scripts/install-test-deps.sh).
-func gwNeedHAProxy(t *testing.T) {
-	t.Helper()
-	if _, err := exec.LookPath("haproxy"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("haproxy not on PATH under CI=true: run scripts/install-test-deps.sh")
-		}
-		t.Skip("!!!!! SKIPPING the gateway example: haproxy is not installed (scripts/install-test-deps.sh installs it; under CI=true this fails) !!!!!")
-	}
-}
-
 // gwProducer produces distinct keys and remembers which were acknowledged.
 type gwProducer struct {
 	mu       sync.Mutex
@@ -328,7 +316,7 @@ func (c *gwConsumer) count() int {
 // consumer group through the load balancer. One replica is SIGKILLed and
 // restarted, then the other is drained (SIGTERM) and restarted.
 func TestGateway(t *testing.T) {
-	gwNeedHAProxy(t)
+	needHAProxy(t)
 	testStart := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Second)
 	defer cancel()

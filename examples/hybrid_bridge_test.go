@@ -24,6 +24,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/strait-proxy/strait/internal/straitbin"
 	"github.com/strait-proxy/strait/internal/straittest"
 	"github.com/strait-proxy/strait/internal/testpki"
 )
@@ -39,7 +40,7 @@ const haproxySource = "127.0.0.2"
 // brokers advertise bN.kafka.test:<endpoint port> and accept connections
 // from HAProxy only. Field encryption is on.
 func TestHybridBridgeExample(t *testing.T) {
-	requireHAProxy(t)
+	needHAProxy(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	fields := examples[0] // encrypt-fields: the same topic, record and rule
@@ -173,16 +174,12 @@ func TestHybridBridgeExample(t *testing.T) {
 	c.Close()
 }
 
-// requireHAProxy skips without haproxy, loudly, and fails under CI=true
+// needHAProxy skips without haproxy, loudly, and fails under CI=true
 // (scripts/install-test-deps.sh installs it).
-func requireHAProxy(t *testing.T) {
+func needHAProxy(t *testing.T) {
 	t.Helper()
 	if _, err := exec.LookPath("haproxy"); err != nil {
-		msg := "!!! haproxy is not installed: the hybrid-bridge example is NOT tested (run scripts/install-test-deps.sh) !!!"
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
+		straitbin.Missing(t, "haproxy (the SNI router of this example): %v", err)
 	}
 }
 
