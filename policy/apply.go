@@ -274,7 +274,7 @@ func (ap *applier) applyAvro(d *decision, value []byte, stillEncrypted bool, c *
 	if err != nil {
 		return nil, false, err
 	}
-	schema, err := d.tf.avroSchema(id)
+	schema, err := d.tf.AvroSchema(id)
 	if err != nil {
 		return nil, false, err
 	}

@@ -6,14 +6,9 @@ import (
 	"encoding/hex"
 	"fmt"
 	"os"
-	"path"
 	"strings"
-	"sync"
 
-	"github.com/hamba/avro/v2"
-	"google.golang.org/protobuf/reflect/protoreflect"
-	"sigs.k8s.io/yaml"
-
+	"github.com/strait-proxy/strait/catalog"
 	"github.com/strait-proxy/strait/config"
 	"github.com/strait-proxy/strait/crypto/fields"
 )
@@ -112,111 +107,18 @@ type Audit struct {
 	MaxFiles int `json:"max_files,omitempty"`
 }
 
-// Catalog is the data classification file: which fields of which topics
-// carry which classifications, and what each classification does by
-// default.
-type Catalog struct {
-	// Classifications map a classification ("PII/Financial") to its
-	// defaults.
-	Classifications map[string]Classification `json:"classifications,omitempty"`
-	// Topics classify fields, first match wins.
-	Topics []TopicFields `json:"topics,omitempty"`
-}
-
-// Classification is what a classification means.
-type Classification struct {
-	// Action applies to fields of this classification when the policy's
-	// decision does not name them: clear (default), redact, mask,
-	// tokenize or encrypted.
-	Action string `json:"action,omitempty"`
-	// KeepLast, for mask, keeps the last N characters.
-	KeepLast int `json:"keep_last,omitempty"`
-	// Description is for people.
-	Description string `json:"description,omitempty"`
-}
-
-// TopicFields classifies the fields of the values of some topics.
-type TopicFields struct {
-	// Topics are names or globs.
-	Topics []string `json:"topics"`
-	// Format of the values: json (default), avro or protobuf (Confluent
-	// wire format, with local writer schemas).
-	Format string `json:"format,omitempty"`
-	// Fields map a path ($.a.b, $.items[*].c) to its classifications.
-	Fields map[string][]string `json:"fields"`
-	// Schemas are the writer schemas of the values, by the schema id
-	// producers put in the wire header (formats avro and protobuf).
-	Schemas []Schema `json:"schemas,omitempty"`
-
-	avro    map[int32]avro.Schema                 // parsed by check
-	proto   map[int32]protoreflect.FileDescriptor // parsed by check
-	reg     *fields.Registry                      // set by Load: schemas by id
-	fromReg sync.Map                              // int32 -> avro.Schema | protoreflect.FileDescriptor
-}
-
-// avroSchema is the writer schema with id: local, else from the registry.
-func (t *TopicFields) avroSchema(id int32) (avro.Schema, error) {
-	if s, ok := t.avro[id]; ok {
-		return s, nil
-	}
-	if v, ok := t.fromReg.Load(id); ok {
-		return v.(avro.Schema), nil
-	}
-	if t.reg == nil {
-		return nil, fmt.Errorf("%w: avro: no local schema with id %d and no schema_registry", fields.ErrSchema, id)
-	}
-	rs, err := t.reg.SchemaByID(int(id))
-	if err != nil {
-		return nil, err
-	}
-	s, err := fields.ParseAvroRegistrySchema(t.reg, rs)
-	if err != nil {
-		return nil, err
-	}
-	t.fromReg.Store(id, s)
-	return s, nil
-}
-
-// protoFile is the schema with id: local, else from the registry.
-func (t *TopicFields) protoFile(id int32) (protoreflect.FileDescriptor, error) {
-	if fd, ok := t.proto[id]; ok {
-		return fd, nil
-	}
-	if v, ok := t.fromReg.Load(id); ok {
-		return v.(protoreflect.FileDescriptor), nil
-	}
-	if t.reg == nil {
-		return nil, fmt.Errorf("%w: protobuf: no local schema with id %d and no schema_registry", fields.ErrSchema, id)
-	}
-	rs, err := t.reg.SchemaByID(int(id))
-	if err != nil {
-		return nil, err
-	}
-	fd, err := fields.ParseProtobufRegistrySchema(t.reg, rs, fmt.Sprintf("schema-%d.proto", id))
-	if err != nil {
-		return nil, err
-	}
-	t.fromReg.Store(id, fd)
-	return fd, nil
-}
-
-// Schema is a local writer schema. Avro: the last file is the schema,
-// earlier ones define named types it uses. Protobuf: one .proto file (its
-// imports next to it) or a descriptor set, whose file Name the message
-// indexes refer to (default: the last of the set).
-type Schema struct {
-	ID    int32    `json:"id"`
-	Files []string `json:"files"`
-	Name  string   `json:"name,omitempty"`
-}
-
-func (t *TopicFields) local() []fields.LocalAvro {
-	out := make([]fields.LocalAvro, len(t.Schemas))
-	for i, s := range t.Schemas {
-		out[i] = fields.LocalAvro{ID: s.ID, Files: s.Files}
-	}
-	return out
-}
+// The catalog lives in package catalog (one file for policy and encrypt);
+// these names keep the policy API as it was.
+type (
+	// Catalog is the data classification file (package catalog).
+	Catalog = catalog.Catalog
+	// Classification is what a classification means.
+	Classification = catalog.Classification
+	// TopicFields classifies the fields of the values of some topics.
+	TopicFields = catalog.Topic
+	// Schema is a local writer schema.
+	Schema = catalog.Schema
+)
 
 func (c *Config) validate() config.Errors {
 	var errs config.Errors
@@ -287,151 +189,12 @@ func (t *Tokenize) key() ([]byte, error) {
 	return k, nil
 }
 
-// LoadCatalog reads and checks a catalog file. Errors name the path inside
-// the file ("topics[0].fields[$.x]").
-func LoadCatalog(file string) (*Catalog, error) {
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return nil, fmt.Errorf("catalog: %v", err)
-	}
-	return ParseCatalog(b, file)
-}
+// LoadCatalog reads and checks a catalog file ([catalog.Load]).
+func LoadCatalog(file string) (*Catalog, error) { return catalog.Load(file) }
 
-// ParseCatalog parses catalog YAML or JSON; name prefixes errors.
-func ParseCatalog(b []byte, name string) (*Catalog, error) {
-	j, err := yaml.YAMLToJSON(b)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %v", name, err)
-	}
-	var c Catalog
-	if err := config.DecodeStrict(j, &c, name); err != nil {
-		return nil, err
-	}
-	if errs := c.check(name); len(errs) > 0 {
-		return nil, errs
-	}
-	return &c, nil
-}
-
-func (c *Catalog) check(prefix string) config.Errors {
-	var errs config.Errors
-	add := func(p, f string, a ...any) { errs = append(errs, prefix+"."+p+": "+fmt.Sprintf(f, a...)) }
-	for name, cl := range c.Classifications {
-		p := "classifications[" + name + "]"
-		if name == "" {
-			add(p, "empty classification name")
-		}
-		switch cl.Action {
-		case "", actClear, actRedact, actMask, actTokenize, actEncrypted:
-		default:
-			add(p+".action", "%q: clear, redact, mask, tokenize or encrypted", cl.Action)
-		}
-		if cl.KeepLast < 0 {
-			add(p+".keep_last", "must not be negative")
-		}
-	}
-	for i := range c.Topics {
-		t := &c.Topics[i]
-		p := fmt.Sprintf("topics[%d]", i)
-		if len(t.Topics) == 0 {
-			add(p+".topics", "required")
-		}
-		for j, g := range t.Topics {
-			if _, err := path.Match(g, ""); err != nil || g == "" {
-				add(fmt.Sprintf("%s.topics[%d]", p, j), "%q is not a topic name or glob", g)
-			}
-		}
-		switch t.Format {
-		case "", "json":
-			if len(t.Schemas) > 0 {
-				add(p+".schemas", "only used with format avro")
-			}
-		case "avro":
-			t.avro = map[int32]avro.Schema{}
-			for j, sc := range t.Schemas {
-				sp := fmt.Sprintf("%s.schemas[%d]", p, j)
-				if len(sc.Files) == 0 {
-					add(sp+".files", "required")
-					continue
-				}
-				parsed, err := avro.ParseFiles(sc.Files...)
-				if err != nil {
-					add(sp, "%v", err)
-					continue
-				}
-				var paths []string
-				for fp := range t.Fields {
-					paths = append(paths, fp)
-				}
-				if err := fields.CheckAvro(parsed, paths); err != nil {
-					add(sp, "%v", err)
-					continue
-				}
-				t.avro[sc.ID] = parsed
-			}
-		case "protobuf":
-			t.proto = map[int32]protoreflect.FileDescriptor{}
-			for j, sc := range t.Schemas {
-				sp := fmt.Sprintf("%s.schemas[%d]", p, j)
-				if len(sc.Files) != 1 {
-					add(sp+".files", "one .proto file or descriptor set")
-					continue
-				}
-				fd, err := fields.LoadProtobufFile(fields.LocalProtobuf{ID: sc.ID, File: sc.Files[0], Name: sc.Name})
-				if err != nil {
-					add(sp, "%v", err)
-					continue
-				}
-				t.proto[sc.ID] = fd
-			}
-		default:
-			add(p+".format", "%q: json, avro or protobuf", t.Format)
-		}
-		if len(t.Fields) == 0 {
-			add(p+".fields", "required: path -> classifications")
-		}
-		var paths []string
-		for fp, cls := range t.Fields {
-			if _, err := fields.ParsePath(fp); err != nil {
-				add(p+".fields["+fp+"]", "%v", err)
-				continue
-			}
-			paths = append(paths, fp)
-			if len(cls) == 0 {
-				add(p+".fields["+fp+"]", "list at least one classification")
-			}
-			for _, cl := range cls {
-				if _, ok := c.Classifications[cl]; !ok {
-					add(p+".fields["+fp+"]", "classification %q is not defined under classifications", cl)
-				}
-			}
-		}
-		if len(paths) > 0 && t.Format != "avro" && t.Format != "protobuf" {
-			if _, err := fields.NewJSON(paths); err != nil {
-				add(p+".fields", "%v", err)
-			}
-		}
-	}
-	return errs
-}
-
-// topic returns the classified fields of topic, nil if none.
-func (c *Catalog) topic(name string) *TopicFields {
-	if c == nil {
-		return nil
-	}
-	for i := range c.Topics {
-		for _, g := range c.Topics[i].Topics {
-			if g == name {
-				return &c.Topics[i]
-			}
-			if ok, _ := path.Match(g, name); ok {
-				return &c.Topics[i]
-			}
-		}
-	}
-	return nil
-}
+// ParseCatalog parses catalog YAML or JSON ([catalog.Parse]); name
+// prefixes errors.
+func ParseCatalog(b []byte, name string) (*Catalog, error) { return catalog.Parse(b, name) }
 
 // CheckOrder checks the chain order rule of docs/identity.md: policy must
 // be listed before decrypt, so that on the Fetch response path (last to

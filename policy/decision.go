@@ -106,14 +106,14 @@ func (ti *topicInfo) valueWalker(rd *reads) (fields.Walker, error) {
 		return rd.valWalker, nil
 	}
 	ti.valOnce.Do(func() {
-		ti.valW, ti.valErr = fields.NewAvro(fields.AvroConfig{Paths: rd.valuePaths, Local: ti.tf.local(), Registry: ti.tf.reg})
+		ti.valW, ti.valErr = fields.NewAvro(fields.AvroConfig{Paths: rd.valuePaths, Local: ti.tf.LocalAvro(), Registry: ti.tf.Registry()})
 	})
 	return ti.valW, ti.valErr
 }
 
 func newTopicInfo(cat *Catalog, topic string) *topicInfo {
 	ti := &topicInfo{name: topic, classes: map[string][]string{}, byClass: map[string][]string{}, input: map[string]any{}}
-	tf := cat.topic(topic)
+	tf := cat.Topic(topic)
 	if tf == nil {
 		return ti
 	}
@@ -365,7 +365,7 @@ func (c *walkerCache) get(ti *topicInfo, paths []string) (fields.Walker, error) 
 		return nil, nil
 	}
 	if ti.isAvro() {
-		w, err = fields.NewAvro(fields.AvroConfig{Paths: paths, Local: ti.tf.local(), Registry: ti.tf.reg})
+		w, err = fields.NewAvro(fields.AvroConfig{Paths: paths, Local: ti.tf.LocalAvro(), Registry: ti.tf.Registry()})
 	} else {
 		w, err = fields.NewJSON(paths)
 	}

@@ -19,7 +19,6 @@ import (
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 
-	"github.com/strait-proxy/strait/config"
 	"github.com/strait-proxy/strait/crypto/fields"
 )
 
@@ -148,16 +147,8 @@ func Load(cfg Config) (*Compiled, error) {
 				return nil, fmt.Errorf("schema_registry: %v", err)
 			}
 		}
-		var errs config.Errors
-		for i := range cat.Topics {
-			t := &cat.Topics[i]
-			if (t.Format == "avro" || t.Format == "protobuf") && len(t.Schemas) == 0 && reg == nil {
-				errs = append(errs, fmt.Sprintf("catalog.topics[%d].schemas: %s values need writer schemas: list local files or configure schema_registry", i, t.Format))
-			}
-			t.reg = reg
-		}
-		if len(errs) > 0 {
-			return nil, errs
+		if err := cat.UseRegistry(reg); err != nil {
+			return nil, err
 		}
 		for i := range cat.Topics {
 			for _, sc := range cat.Topics[i].Schemas {

@@ -220,7 +220,7 @@ func avroValue(tf *TopicFields, value []byte) (ast.Value, error) {
 	if err != nil {
 		return nil, err
 	}
-	schema, err := tf.avroSchema(id)
+	schema, err := tf.AvroSchema(id)
 	if err != nil {
 		return nil, err
 	}

@@ -26,7 +26,7 @@ func protoMessage(tf *TopicFields, value []byte) (*dynamicpb.Message, int32, []i
 	if err != nil {
 		return nil, 0, nil, err
 	}
-	fd, err := tf.protoFile(id)
+	fd, err := tf.ProtoFile(id)
 	if err != nil {
 		return nil, 0, nil, err
 	}
