@@ -41,14 +41,15 @@ type Env struct {
 }
 
 type authswap struct {
-	cfg   Config
-	log   *slog.Logger
-	m     *metrics
-	rules mapping.Rules
-	crl   *crlSource
-	mechs map[string]sasl.Mechanism
-	names []string // offered mechanisms, in configuration order
-	cache *creds.Cache
+	cfg    Config
+	log    *slog.Logger
+	m      *metrics
+	rules  mapping.Rules
+	crl    *crlSource
+	mechs  map[string]sasl.Mechanism
+	names  []string // offered mechanisms, in configuration order
+	cache  *creds.Cache
+	tokens *upsasl.OAuthTokens // upstream OAUTHBEARER client-credentials tokens (upstream_oauth.go)
 }
 
 type stateKey struct{}
@@ -156,6 +157,9 @@ func New(cfg Config, env Env) (*interceptor.Interceptor, error) {
 		}
 		if err == nil {
 			a.cache = creds.NewCache(store, cr.CacheTTL.D())
+		}
+		if a.tokens, err = newOAuthTokens(cfg.Upstream.OAuth, env.Metrics); err != nil {
+			errs = append(errs, err.Error())
 		}
 	}
 	if len(errs) > 0 {
@@ -292,6 +296,9 @@ func (a *authswap) lookup(ctx context.Context, c *interceptor.Conn, principal st
 			a.cache.Invalidate(principal)
 			a.m.lookups.WithLabelValues(a.cache.Name(), "invalid").Inc()
 			return creds.Credentials{}, fmt.Errorf("%w: %s: %v", creds.ErrInvalid, principal, verr)
+		}
+		if perr := a.prepareUpstream(ctx, principal, cr); perr != nil {
+			return creds.Credentials{}, perr
 		}
 		state(c).creds = &cr
 	}
@@ -481,7 +488,7 @@ func (a *authswap) upstream(ctx context.Context, c *interceptor.Conn, up interce
 	if mech == "" {
 		mech = a.cfg.Upstream.Mechanism
 	}
-	_, err := upsasl.Authenticate(ctx, up, upsasl.Credentials{Mechanism: mech, Username: cr.Username, Password: cr.Password, Token: cr.Token})
+	_, err := upsasl.Authenticate(ctx, up, a.upstreamCredentials(p.Name, mech, cr))
 	if err != nil {
 		reason := "protocol"
 		var ue *upsasl.Error

@@ -115,13 +115,16 @@ type CredentialsConfig struct {
 // UpstreamConfig is upstream SASL.
 type UpstreamConfig struct {
 	// Mechanism for entries that name none: PLAIN, SCRAM-SHA-256,
-	// SCRAM-SHA-512 or OAUTHBEARER (default SCRAM-SHA-512).
+	// SCRAM-SHA-512, OAUTHBEARER or AWS_MSK_IAM (default SCRAM-SHA-512).
 	Mechanism string `json:"mechanism,omitempty"`
+	// OAuth configures the token endpoint of OAUTHBEARER entries that have
+	// client_id and client_secret (upstream_oauth.go).
+	OAuth *UpstreamOAuthConfig `json:"oauth,omitempty"`
 }
 
 var (
 	downstreamMechs = []string{"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "OAUTHBEARER"}
-	upstreamMechs   = []string{"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"}
+	upstreamMechs   = creds.Mechanisms
 	sources         = []string{"subject", "san_dns", "san_uri", "san_email"}
 )
 
@@ -195,6 +198,9 @@ func (c *Config) Validate() error {
 	}
 	if !slices.Contains(upstreamMechs, c.Upstream.Mechanism) {
 		add("upstream.mechanism: unknown %q (%s)", c.Upstream.Mechanism, strings.Join(upstreamMechs, ", "))
+	}
+	if o := c.Upstream.OAuth; o != nil {
+		o.validate(add)
 	}
 	if cr := c.Credentials; cr != nil {
 		if (cr.File == "") == (cr.Vault == nil) {

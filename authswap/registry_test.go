@@ -50,6 +50,11 @@ func TestRegistryConfig(t *testing.T) {
 		{"    credentials: {file: " + write("bad2.yaml", "principals: {alice: {username: u, password: [leaked-pw-9e]}}", 0o600) + "}\n", "interceptors[0].config.credentials.file:", "leaked-pw-9e"},
 		{"    sasl: {mechanisms: [PLAIN], users_file: " + write("u.yaml", "users: {alice: {plain: leaked-pw-9f}}", 0o600) + "}\n", "interceptors[0].config.sasl.users_file: " + dir + "/u.yaml: users.alice.plain: not a bcrypt hash", "leaked-pw-9f"},
 		{"    mtls: {principal_mapping_rules: 'RULE:^CN=(.*$/$1/'}\n", "interceptors[0].config.mtls.principal_mapping_rules: rule 1: pattern", ""},
+		{"    credentials: {file: " + write("oauth1.yaml", "principals: {etl: {mechanism: OAUTHBEARER, client_secret: leaked-cs-9g}}", 0o600) + "}\n", "interceptors[0].config.credentials.file:", "leaked-cs-9g"},
+		{"    credentials: {file: " + write("oauth2.yaml", "principals: {etl: {mechanism: OAUTHBEARER, client_id: c, client_secret: [leaked-cs-9h]}}", 0o600) + "}\n", "interceptors[0].config.credentials.file:", "leaked-cs-9h"},
+		{"    credentials: {file: " + write("oauth3.yaml", "principals: {etl: {mechanism: OAUTHBEARER, client_id: c, client_secret: leaked-cs-9i, token_url: 'https://c:leaked-cs-9i@idp/t'}}", 0o600) + "}\n", "interceptors[0].config.credentials.file:", "leaked-cs-9i"},
+		{"    credentials: {file: " + write("aws1.yaml", "principals: {etl: {mechanism: PLAIN, username: u, password: p, aws_secret_access_key: leaked-aws-9j}}", 0o600) + "}\n", "interceptors[0].config.credentials.file:", "leaked-aws-9j"},
+		{"    credentials: {file: " + goodCreds + "}\n    upstream: {oauth: {client_auth: jwt, token_url: 'http://idp.example.com/t'}}\n", "interceptors[0].config.upstream.oauth.client_auth: unknown", ""},
 	} {
 		err := build(tc.body)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

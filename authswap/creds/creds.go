@@ -9,6 +9,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/url"
 	"regexp"
 	"sort"
 	"strings"
@@ -23,13 +25,26 @@ import (
 
 // Credentials authenticate one principal upstream.
 type Credentials struct {
-	// Mechanism is PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER;
-	// empty: the interceptor's default.
+	// Mechanism is PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER or
+	// AWS_MSK_IAM; empty: the interceptor's default.
 	Mechanism string `json:"mechanism,omitempty"`
 	Username  string `json:"username,omitempty"`
 	Password  string `json:"password,omitempty"`
 	// Token is a static OAUTHBEARER token.
 	Token string `json:"token,omitempty"`
+	// ClientID and ClientSecret get OAUTHBEARER tokens with the OAuth 2.0
+	// client-credentials grant (instead of Token). TokenURL, Scope and
+	// Audience override upstream.oauth's for this principal.
+	ClientID     string `json:"client_id,omitempty"`
+	ClientSecret string `json:"client_secret,omitempty"`
+	TokenURL     string `json:"token_url,omitempty"`
+	Scope        string `json:"scope,omitempty"`
+	Audience     string `json:"audience,omitempty"`
+	// AWSAccessKeyID and AWSSecretAccessKey (with AWSSessionToken for
+	// temporary credentials) sign AWS_MSK_IAM.
+	AWSAccessKeyID     string `json:"aws_access_key_id,omitempty"`
+	AWSSecretAccessKey string `json:"aws_secret_access_key,omitempty"`
+	AWSSessionToken    string `json:"aws_session_token,omitempty"`
 	// Version identifies the stored version (Vault's secret version, the
 	// file's modification time), for logs.
 	Version string `json:"-"`
@@ -37,7 +52,14 @@ type Credentials struct {
 
 // String never shows secrets, so a Credentials can be logged by mistake.
 func (c Credentials) String() string {
-	return fmt.Sprintf("{mechanism:%s username:%s password:%s token:%s}", c.Mechanism, c.Username, redact(c.Password), redact(c.Token))
+	s := fmt.Sprintf("{mechanism:%s username:%s password:%s token:%s", c.Mechanism, c.Username, redact(c.Password), redact(c.Token))
+	if c.ClientID != "" || c.ClientSecret != "" {
+		s += fmt.Sprintf(" client_id:%s client_secret:%s token_url:%s", c.ClientID, redact(c.ClientSecret), c.TokenURL)
+	}
+	if c.AWSAccessKeyID != "" || c.AWSSecretAccessKey != "" {
+		s += fmt.Sprintf(" aws_access_key_id:%s aws_secret_access_key:%s aws_session_token:%s", c.AWSAccessKeyID, redact(c.AWSSecretAccessKey), redact(c.AWSSessionToken))
+	}
+	return s + "}"
 }
 
 // GoString is String, for %#v.
@@ -50,28 +72,89 @@ func redact(s string) string {
 	return "[redacted]"
 }
 
+// Mechanisms lists the upstream mechanisms an entry may name.
+var Mechanisms = []string{"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "AWS_MSK_IAM"}
+
 // Validate checks that the credentials can authenticate with mech (the
-// default mechanism when c.Mechanism is empty).
+// default mechanism when c.Mechanism is empty): the mechanism's keys are
+// there, and no key of another mechanism is (a mistyped mechanism must not
+// go unnoticed). An OAuth entry without token_url needs upstream.oauth's.
 func (c Credentials) Validate(defaultMech string) error {
 	mech := c.Mechanism
 	if mech == "" {
 		mech = defaultMech
 	}
+	oauthKeys := c.ClientID != "" || c.ClientSecret != "" || c.TokenURL != "" || c.Scope != "" || c.Audience != ""
+	awsKeys := c.AWSAccessKeyID != "" || c.AWSSecretAccessKey != "" || c.AWSSessionToken != ""
 	switch mech {
 	case "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512":
 		if c.Username == "" || c.Password == "" {
 			return fmt.Errorf("%s needs username and password", mech)
 		}
 	case "OAUTHBEARER":
-		if c.Token == "" {
-			return errors.New("OAUTHBEARER needs token")
+		switch {
+		case c.Token != "" && oauthKeys:
+			return errors.New("OAUTHBEARER: token (static) and client_id/client_secret (client credentials) are exclusive")
+		case c.Token == "" && !oauthKeys:
+			return errors.New("OAUTHBEARER needs token, or client_id and client_secret")
+		case c.Token == "" && (c.ClientID == "" || c.ClientSecret == ""):
+			return errors.New("OAUTHBEARER client credentials need client_id and client_secret")
+		case c.TokenURL != "":
+			if err := CheckTokenURL(c.TokenURL); err != nil {
+				return fmt.Errorf("token_url: %v", err)
+			}
 		}
+		if c.Username != "" || c.Password != "" {
+			return errors.New("OAUTHBEARER takes no username or password")
+		}
+		oauthKeys = false
+	case "AWS_MSK_IAM":
+		if c.AWSAccessKeyID == "" || c.AWSSecretAccessKey == "" {
+			return errors.New("AWS_MSK_IAM needs aws_access_key_id and aws_secret_access_key")
+		}
+		if c.Username != "" || c.Password != "" || c.Token != "" {
+			return errors.New("AWS_MSK_IAM takes no username, password or token")
+		}
+		awsKeys = false
 	case "":
 		return errors.New("no mechanism (set mechanism here or upstream.mechanism)")
 	default:
-		return fmt.Errorf("unknown mechanism %q (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER)", mech)
+		return fmt.Errorf("unknown mechanism %q (%s)", mech, strings.Join(Mechanisms, ", "))
+	}
+	if oauthKeys {
+		return fmt.Errorf("client_id, client_secret, token_url, scope and audience are for OAUTHBEARER, not %s", mech)
+	}
+	if awsKeys {
+		return fmt.Errorf("aws_access_key_id, aws_secret_access_key and aws_session_token are for AWS_MSK_IAM, not %s", mech)
 	}
 	return nil
+}
+
+// CheckTokenURL accepts https URLs, and http ones only to a loopback
+// address (a local sidecar or test endpoint): the client secret travels in
+// the request. User information and fragments are refused.
+func CheckTokenURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" || u.Opaque != "" {
+		return errors.New("not an absolute http(s) URL")
+	}
+	if u.User != nil {
+		return errors.New("must not carry user information (the client id and secret are separate keys)")
+	}
+	if u.Fragment != "" {
+		return errors.New("must not have a fragment")
+	}
+	switch u.Scheme {
+	case "https":
+		return nil
+	case "http":
+		h := u.Hostname()
+		if ip := net.ParseIP(h); (ip != nil && ip.IsLoopback()) || h == "localhost" {
+			return nil
+		}
+		return fmt.Errorf("%s: http is allowed only to a loopback address; use https", u.Redacted())
+	}
+	return fmt.Errorf("%s: not an http(s) URL", u.Redacted())
 }
 
 // ErrNoMapping: the store answered, and has nothing for this principal.

@@ -17,7 +17,10 @@ import (
 
 // VaultConfig is the Vault KV v2 store. The secret of principal p is read
 // from <mount>/data/<path with {principal} replaced by p>, and holds the
-// keys username, password, and optionally mechanism and token.
+// keys of Credentials: username and password, or token, or client_id and
+// client_secret (with optional token_url, scope, audience), or
+// aws_access_key_id and aws_secret_access_key (and aws_session_token); and
+// optionally mechanism.
 type VaultConfig struct {
 	// Address, e.g. "https://vault.example.com:8200". Empty: VAULT_ADDR.
 	Address string `json:"address,omitempty"`
@@ -296,12 +299,14 @@ func (v *Vault) Lookup(ctx context.Context, principal string) (Credentials, erro
 		return Credentials{}, fmt.Errorf("%w: vault: read %s/data/%s: %v", ErrUnavailable, v.cfg.Mount, path, cleanErr(err))
 	}
 	str := func(k string) string { s, _ := sec.Data[k].(string); return s }
-	c := Credentials{Mechanism: str("mechanism"), Username: str("username"), Password: str("password"), Token: str("token")}
+	c := Credentials{Mechanism: str("mechanism"), Username: str("username"), Password: str("password"), Token: str("token"),
+		ClientID: str("client_id"), ClientSecret: str("client_secret"), TokenURL: str("token_url"), Scope: str("scope"), Audience: str("audience"),
+		AWSAccessKeyID: str("aws_access_key_id"), AWSSecretAccessKey: str("aws_secret_access_key"), AWSSessionToken: str("aws_session_token")}
 	if sec.VersionMetadata != nil {
 		c.Version = strconv.Itoa(sec.VersionMetadata.Version)
 	}
-	if c.Username == "" && c.Password == "" && c.Token == "" {
-		return Credentials{}, fmt.Errorf("%w: vault %s/data/%s has none of username, password, token", ErrInvalid, v.cfg.Mount, path)
+	if c.Username == "" && c.Password == "" && c.Token == "" && c.ClientID == "" && c.AWSAccessKeyID == "" {
+		return Credentials{}, fmt.Errorf("%w: vault %s/data/%s has none of username, password, token, client_id, aws_access_key_id", ErrInvalid, v.cfg.Mount, path)
 	}
 	return c, nil
 }
