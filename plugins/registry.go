@@ -15,7 +15,9 @@ import (
 
 	"github.com/strait-proxy/strait/authswap"
 	"github.com/strait-proxy/strait/config"
+	"github.com/strait-proxy/strait/crypto/decrypt"
 	"github.com/strait-proxy/strait/crypto/encrypt"
+	"github.com/strait-proxy/strait/crypto/rules"
 	"github.com/strait-proxy/strait/interceptor"
 	"github.com/strait-proxy/strait/interceptor/denyapis"
 	"github.com/strait-proxy/strait/metadata"
@@ -52,11 +54,11 @@ func strict[C any](build func(C, Env) (*interceptor.Interceptor, error)) Constru
 // builtins are the interceptors a config may name. A new one is one line
 // here (and its package).
 var builtins = map[string]Constructor{
-	encrypt.EncryptName: strict(func(c encrypt.Config, env Env) (*interceptor.Interceptor, error) {
-		return encrypt.NewEncrypt(c, encrypt.Env{Logger: env.Logger, Metrics: env.Metrics, Topics: env.Topics})
+	encrypt.Name: strict(func(c rules.Config, env Env) (*interceptor.Interceptor, error) {
+		return encrypt.New(c, rules.Env{Logger: env.Logger, Metrics: env.Metrics, Topics: env.Topics})
 	}),
-	encrypt.DecryptName: strict(func(c encrypt.Config, env Env) (*interceptor.Interceptor, error) {
-		return encrypt.NewDecrypt(c, encrypt.Env{Logger: env.Logger, Metrics: env.Metrics, Topics: env.Topics})
+	decrypt.Name: strict(func(c rules.Config, env Env) (*interceptor.Interceptor, error) {
+		return decrypt.New(c, rules.Env{Logger: env.Logger, Metrics: env.Metrics, Topics: env.Topics})
 	}),
 	policy.Name: strict(func(c policy.Config, env Env) (*interceptor.Interceptor, error) {
 		return policy.New(c, policy.Env{Logger: env.Logger, Metrics: env.Metrics, Topics: env.Topics})

@@ -11,6 +11,7 @@ import (
 
 	"github.com/strait-proxy/strait/authswap"
 	"github.com/strait-proxy/strait/config"
+	"github.com/strait-proxy/strait/crypto/decrypt"
 	"github.com/strait-proxy/strait/crypto/encrypt"
 	"github.com/strait-proxy/strait/interceptor/denyapis"
 	"github.com/strait-proxy/strait/metadata"
@@ -21,7 +22,7 @@ import (
 // Every interceptor is registered under the name its package declares, and
 // Names lists them with the built-in metadata interceptor, sorted.
 func TestNames(t *testing.T) {
-	want := []string{authswap.Name, encrypt.DecryptName, denyapis.Name, encrypt.EncryptName, metadata.Name, policy.Name}
+	want := []string{authswap.Name, decrypt.Name, denyapis.Name, encrypt.Name, metadata.Name, policy.Name}
 	slices.Sort(want)
 	if got := Names(); !slices.Equal(got, want) {
 		t.Fatalf("Names() = %v, want %v", got, want)

@@ -20,8 +20,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/strait-proxy/strait/config"
+	"github.com/strait-proxy/strait/crypto/decrypt"
 	"github.com/strait-proxy/strait/crypto/encrypt"
 	"github.com/strait-proxy/strait/crypto/kms/local"
+	"github.com/strait-proxy/strait/crypto/rules"
 	"github.com/strait-proxy/strait/interceptor"
 	"github.com/strait-proxy/strait/proxy"
 	"github.com/strait-proxy/strait/topicid"
@@ -114,13 +116,13 @@ func encryption(ctx context.Context, cluster *kfake.Cluster) error {
 		return err
 	}
 	fmt.Printf("   local keyring %s with key customers-kek (the embedded default KMS)\n", keyring)
-	cfg := encrypt.Config{
-		KMS:   encrypt.KMS{Local: &encrypt.LocalKMS{Keyring: keyring}},
-		Rules: []encrypt.Rule{{Topics: []string{"customers"}, KeyID: "customers-kek", Format: "json", Fields: []string{"$.ssn_id", "$.account"}}},
+	cfg := rules.Config{
+		KMS:   rules.KMS{Local: &rules.LocalKMS{Keyring: keyring}},
+		Rules: []rules.Rule{{Topics: []string{"customers"}, KeyID: "customers-kek", Format: "json", Fields: []string{"$.ssn_id", "$.account"}}},
 	}
 	fmt.Println("   rule: topic customers, format json, encrypt $.ssn_id and $.account")
 	topics := topicid.New()
-	enc, err := encrypt.NewEncrypt(cfg, encrypt.Env{Topics: topics})
+	enc, err := encrypt.New(cfg, rules.Env{Topics: topics})
 	if err != nil {
 		return err
 	}
@@ -130,7 +132,7 @@ func encryption(ctx context.Context, cluster *kfake.Cluster) error {
 	}
 	defer stopP()
 	rtopics := topicid.New()
-	dec, err := encrypt.NewDecrypt(cfg, encrypt.Env{Topics: rtopics})
+	dec, err := decrypt.New(cfg, rules.Env{Topics: rtopics})
 	if err != nil {
 		return err
 	}

@@ -10,8 +10,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/strait-proxy/strait/crypto/decrypt"
 	"github.com/strait-proxy/strait/crypto/encrypt"
 	"github.com/strait-proxy/strait/crypto/kms/local"
+	"github.com/strait-proxy/strait/crypto/rules"
 	"github.com/strait-proxy/strait/interceptor"
 	"github.com/strait-proxy/strait/policy"
 	"github.com/strait-proxy/strait/topicid"
@@ -84,12 +86,12 @@ func policyAct(ctx context.Context, cluster *kfake.Cluster) error {
 	if err := os.WriteFile(catFile, []byte(demoCatalog), 0o644); err != nil {
 		return err
 	}
-	crypto := encrypt.Config{
-		KMS:   encrypt.KMS{Local: &encrypt.LocalKMS{Keyring: keyring}},
-		Rules: []encrypt.Rule{{Topics: []string{"orders-pii"}, KeyID: "orders-kek", Format: "json", Fields: []string{"$.ssn_id", "$.account"}}},
+	crypto := rules.Config{
+		KMS:   rules.KMS{Local: &rules.LocalKMS{Keyring: keyring}},
+		Rules: []rules.Rule{{Topics: []string{"orders-pii"}, KeyID: "orders-kek", Format: "json", Fields: []string{"$.ssn_id", "$.account"}}},
 	}
 	ptopics := topicid.New()
-	enc, err := encrypt.NewEncrypt(crypto, encrypt.Env{Topics: ptopics})
+	enc, err := encrypt.New(crypto, rules.Env{Topics: ptopics})
 	if err != nil {
 		return err
 	}
@@ -99,7 +101,7 @@ func policyAct(ctx context.Context, cluster *kfake.Cluster) error {
 	}
 	defer stopP()
 	ctopics := topicid.New()
-	dec, err := encrypt.NewDecrypt(crypto, encrypt.Env{Topics: ctopics})
+	dec, err := decrypt.New(crypto, rules.Env{Topics: ctopics})
 	if err != nil {
 		return err
 	}

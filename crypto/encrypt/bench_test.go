@@ -18,9 +18,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/strait-proxy/strait/crypto/decrypt"
 	"github.com/strait-proxy/strait/crypto/encrypt"
 	"github.com/strait-proxy/strait/crypto/kms"
 	"github.com/strait-proxy/strait/crypto/kms/local"
+	"github.com/strait-proxy/strait/crypto/rules"
 	"github.com/strait-proxy/strait/interceptor"
 	"github.com/strait-proxy/strait/records"
 )
@@ -110,21 +112,21 @@ func benchJSONValues() (keys, values [][]byte) {
 
 // benchInterceptors builds encrypt and decrypt interceptors over an
 // in-memory local keyring (the keyring file costs nothing per record).
-func benchInterceptors(b *testing.B, rule encrypt.Rule) (enc, dec *interceptor.Chain) {
+func benchInterceptors(b *testing.B, rule rules.Rule) (enc, dec *interceptor.Chain) {
 	b.Helper()
 	prov, err := local.New(local.KEK{ID: rule.KeyID, Current: 1, Versions: map[uint32][]byte{1: bytes.Repeat([]byte{9}, 32)}})
 	if err != nil {
 		b.Fatal(err)
 	}
-	cfg := encrypt.Config{KMS: encrypt.KMS{Local: &encrypt.LocalKMS{Keyring: "in-memory"}}, Rules: []encrypt.Rule{rule}}
-	env := func() encrypt.Env {
-		return encrypt.Env{Metrics: prometheus.NewRegistry(), Providers: []kms.Provider{prov}}
+	cfg := rules.Config{KMS: rules.KMS{Local: &rules.LocalKMS{Keyring: "in-memory"}}, Rules: []rules.Rule{rule}}
+	env := func() rules.Env {
+		return rules.Env{Metrics: prometheus.NewRegistry(), Providers: []kms.Provider{prov}}
 	}
-	e, err := encrypt.NewEncrypt(cfg, env())
+	e, err := encrypt.New(cfg, env())
 	if err != nil {
 		b.Fatal(err)
 	}
-	d, err := encrypt.NewDecrypt(cfg, env())
+	d, err := decrypt.New(cfg, env())
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -309,7 +311,7 @@ func BenchmarkInterceptorValue1KiB(b *testing.B) {
 	ctx := context.Background()
 	keys, values := benchWholeValues()
 	batch := benchBatch(keys, values)
-	enc, dec := benchInterceptors(b, encrypt.Rule{Topics: []string{"payments"}, KeyID: "payments-kek"})
+	enc, dec := benchInterceptors(b, rules.Rule{Topics: []string{"payments"}, KeyID: "payments-kek"})
 	conn := &interceptor.Conn{}
 	encrypted := benchSeal(b, ctx, enc, conn, "payments", batch)
 	benchCheckRoundTrip(b, encrypted, benchOpen(b, ctx, dec, conn, "payments", encrypted), values,
@@ -446,7 +448,7 @@ func BenchmarkInterceptorJSON2Fields(b *testing.B) {
 	ctx := context.Background()
 	keys, values := benchJSONValues()
 	batch := benchBatch(keys, values)
-	enc, dec := benchInterceptors(b, encrypt.Rule{Topics: []string{"customers"}, KeyID: "customers-kek",
+	enc, dec := benchInterceptors(b, rules.Rule{Topics: []string{"customers"}, KeyID: "customers-kek",
 		Format: "json", Fields: []string{"$.ssn_id", "$.account"}})
 	conn := &interceptor.Conn{}
 	encrypted := benchSeal(b, ctx, enc, conn, "customers", batch)

@@ -6,116 +6,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"path/filepath"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kerr"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/strait-proxy/strait/crypto/encrypt"
 	"github.com/strait-proxy/strait/crypto/envelope"
-	"github.com/strait-proxy/strait/crypto/kms"
-	"github.com/strait-proxy/strait/crypto/kms/local"
-	"github.com/strait-proxy/strait/interceptor"
 	"github.com/strait-proxy/strait/internal/straittest"
-	"github.com/strait-proxy/strait/proxy"
-	"github.com/strait-proxy/strait/topicid"
 )
-
-// flakyKMS wraps a real provider and can be switched off, as a KMS outage.
-type flakyKMS struct {
-	kms.Provider
-	down atomic.Bool
-}
-
-func (f *flakyKMS) GenerateDataKey(ctx context.Context, id string) (kms.DataKey, error) {
-	if f.down.Load() {
-		return kms.DataKey{}, fmt.Errorf("test outage: %w", kms.ErrUnavailable)
-	}
-	return f.Provider.GenerateDataKey(ctx, id)
-}
-
-func (f *flakyKMS) Decrypt(ctx context.Context, id string, w []byte) ([]byte, error) {
-	if f.down.Load() {
-		return nil, fmt.Errorf("test outage: %w", kms.ErrUnavailable)
-	}
-	return f.Provider.Decrypt(ctx, id, w)
-}
-
-type rig struct {
-	cluster            *kfake.Cluster
-	producer, reader   *straittest.Strait
-	pMetrics, rMetrics *prometheus.Registry
-	kms                *flakyKMS
-}
-
-func keyring(t *testing.T) string {
-	path := filepath.Join(t.TempDir(), "keys.json")
-	straittest.Must(t, local.Generate(path, "customers-kek"), "generate")
-	straittest.Must(t, local.Generate(path, "payments-kek"), "generate")
-	return path
-}
-
-const rules = `{
-  "kms": {"local": {"keyring": "%s"}},
-  "dek": {"max_uses": %d},
-  "on_decrypt_error": %q,
-  "rules": [
-    {"topics": ["customers"], "key_id": "customers-kek", "format": "json", "fields": ["$.ssn_id", "$.account"]},
-    {"topics": ["pay*"], "key_id": "payments-kek", "encrypt_key": true}
-  ]
-}`
-
-func newRig(t *testing.T, maxUses int, onErr string) *rig {
-	t.Helper()
-	r := &rig{cluster: straittest.Cluster(t, kfake.SeedTopics(2, "customers", "payments", "plain"))}
-	path := keyring(t)
-	var cfg encrypt.Config
-	straittest.Must(t, json.Unmarshal(fmt.Appendf(nil, rules, path, maxUses, onErr), &cfg), "config")
-	prov, err := local.Load(path)
-	straittest.Must(t, err, "keyring")
-	r.kms = &flakyKMS{Provider: prov}
-	// Each Strait has its own topic-id map, fed by the metadata it proxies
-	// and by its own lookups: encryption picks rules by topic name.
-	pTopics, rTopics := topicid.New(), topicid.New()
-	r.pMetrics, r.rMetrics = prometheus.NewRegistry(), prometheus.NewRegistry()
-	enc, err := encrypt.NewEncrypt(cfg, encrypt.Env{Metrics: r.pMetrics, Topics: pTopics, Providers: []kms.Provider{r.kms}})
-	straittest.Must(t, err, "encrypt")
-	dec, err := encrypt.NewDecrypt(cfg, encrypt.Env{Metrics: r.rMetrics, Topics: rTopics, Providers: []kms.Provider{r.kms}})
-	straittest.Must(t, err, "decrypt")
-	r.producer = straittest.StartOpts(t, r.cluster.ListenAddrs(), proxy.Options{Interceptors: []*interceptor.Interceptor{enc}, Topics: pTopics}, nil)
-	r.reader = straittest.StartOpts(t, r.cluster.ListenAddrs(), proxy.Options{Interceptors: []*interceptor.Interceptor{dec}, Topics: rTopics}, nil)
-	return r
-}
-
-func client(t *testing.T, seed string, opts ...kgo.Opt) *kgo.Client {
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(seed)}, opts...)...)
-	straittest.Must(t, err, "client")
-	t.Cleanup(cl.Close)
-	return cl
-}
-
-func consume(t *testing.T, ctx context.Context, seed, topic string, n int, opts ...kgo.Opt) []*kgo.Record {
-	t.Helper()
-	cl := client(t, seed, append([]kgo.Opt{kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart())}, opts...)...)
-	var out []*kgo.Record
-	for len(out) < n {
-		fs := cl.PollFetches(ctx)
-		if err := fs.Err0(); err != nil {
-			t.Fatalf("consume %s after %d/%d: %v", topic, len(out), n, err)
-		}
-		out = append(out, fs.Records()...)
-	}
-	return out
-}
-
-func customer(i int) []byte {
-	return fmt.Appendf(nil, `{"name":"Joe Example %d","address":"123 Main St","ssn_id":"123-45-%04d","account":"6789%08d","balance":%d.5,"tags":["a","b"]}`, i, i, i, i)
-}
 
 // TestRoundTripEveryCodec: JSON fields and whole values (key too) go in
 // through the producer-side Strait, are ciphertext on the broker, and come
@@ -129,7 +28,7 @@ func TestRoundTripEveryCodec(t *testing.T) {
 		"snappy": kgo.SnappyCompression(), "lz4": kgo.Lz4Compression(), "zstd": kgo.ZstdCompression()}
 	var sent []*kgo.Record
 	for name, codec := range codecs {
-		p := client(t, r.producer.Bootstrap, kgo.ProducerBatchCompression(codec))
+		p := client(t, r.Producer.Bootstrap, kgo.ProducerBatchCompression(codec))
 		for i := range 20 {
 			recs := []*kgo.Record{
 				{Topic: "customers", Key: []byte(name), Value: customer(i), Headers: []kgo.RecordHeader{{Key: "trace", Value: []byte(name)}}},
@@ -148,7 +47,7 @@ func TestRoundTripEveryCodec(t *testing.T) {
 		want[s.Topic] = append(want[s.Topic], s)
 	}
 	for topic, ws := range want {
-		got := consume(t, ctx, r.reader.Bootstrap, topic, len(ws))
+		got := consume(t, ctx, r.Reader.Bootstrap, topic, len(ws))
 		index := map[string]*kgo.Record{}
 		for _, g := range got {
 			index[string(g.Key)+"|"+string(g.Value)] = g
@@ -173,7 +72,7 @@ func TestRoundTripEveryCodec(t *testing.T) {
 	// Directly from the cluster: encrypted topics hold no secret, the
 	// plain topic is untouched.
 	for _, topic := range []string{"customers", "payments"} {
-		for _, g := range consume(t, ctx, r.cluster.ListenAddrs()[0], topic, len(want[topic])) {
+		for _, g := range consume(t, ctx, r.Cluster.ListenAddrs()[0], topic, len(want[topic])) {
 			if _, ok := header(g, envelope.HeaderKey); !ok && g.Value != nil {
 				t.Fatalf("%s: stored record without %s header", topic, envelope.HeaderKey)
 			}
@@ -189,7 +88,7 @@ func TestRoundTripEveryCodec(t *testing.T) {
 			}
 		}
 	}
-	for _, g := range consume(t, ctx, r.cluster.ListenAddrs()[0], "plain", len(want["plain"])) {
+	for _, g := range consume(t, ctx, r.Cluster.ListenAddrs()[0], "plain", len(want["plain"])) {
 		if len(g.Headers) != 0 || !bytes.HasPrefix(g.Value, []byte("hello ")) {
 			t.Fatalf("plain topic changed: %q %v", g.Value, g.Headers)
 		}
@@ -232,7 +131,7 @@ func TestTransactionsAndIdempotence(t *testing.T) {
 	r := newRig(t, 0, "error")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	tx := client(t, r.producer.Bootstrap, kgo.TransactionalID("enc-tx"), kgo.DefaultProduceTopic("payments"))
+	tx := client(t, r.Producer.Bootstrap, kgo.TransactionalID("enc-tx"), kgo.DefaultProduceTopic("payments"))
 	for _, commit := range []bool{true, false, true} {
 		straittest.Must(t, tx.BeginTransaction(), "begin")
 		for i := range 5 {
@@ -241,7 +140,7 @@ func TestTransactionsAndIdempotence(t *testing.T) {
 		straittest.Must(t, tx.Flush(ctx), "flush")
 		straittest.Must(t, tx.EndTransaction(ctx, kgo.TransactionEndTry(commit)), "end")
 	}
-	got := consume(t, ctx, r.reader.Bootstrap, "payments", 10, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	got := consume(t, ctx, r.Reader.Bootstrap, "payments", 10, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
 	for _, g := range got {
 		if !bytes.HasPrefix(g.Value, []byte("true-")) {
 			t.Fatalf("read_committed saw %q", g.Value)
@@ -256,13 +155,13 @@ func TestKMSOutageFailsClosed(t *testing.T) {
 	r := newRig(t, 5, "error") // a new data key every 5 records: the outage bites quickly
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	p := client(t, r.producer.Bootstrap, kgo.DefaultProduceTopic("payments"), kgo.RetryBackoffFn(func(int) time.Duration { return 50 * time.Millisecond }))
+	p := client(t, r.Producer.Bootstrap, kgo.DefaultProduceTopic("payments"), kgo.RetryBackoffFn(func(int) time.Duration { return 50 * time.Millisecond }))
 	const n = 60
 	results := make(chan error, n)
 	for i := range n {
 		if i == 20 {
-			r.kms.down.Store(true)
-			time.AfterFunc(1500*time.Millisecond, func() { r.kms.down.Store(false) })
+			r.KMS.Down.Store(true)
+			time.AfterFunc(1500*time.Millisecond, func() { r.KMS.Down.Store(false) })
 		}
 		p.Produce(ctx, &kgo.Record{Key: fmt.Appendf(nil, "k%d", i%3), Value: fmt.Appendf(nil, "secret-%03d", i)}, func(_ *kgo.Record, err error) { results <- err })
 		time.Sleep(40 * time.Millisecond)
@@ -271,20 +170,20 @@ func TestKMSOutageFailsClosed(t *testing.T) {
 		straittest.Must(t, <-results, "produce")
 	}
 	// The outage must have been felt, or this test proved nothing.
-	if straittest.Counter(t, r.pMetrics, "strait_kms_errors_total", "op", "encrypt") == 0 {
+	if straittest.Counter(t, r.PMetrics, "strait_kms_errors_total", "op", "encrypt") == 0 {
 		t.Fatal("no KMS error was counted: the outage did not hit the produce path")
 	}
-	if straittest.Counter(t, r.pMetrics, "strait_crypto_partitions_refused_total") == 0 {
+	if straittest.Counter(t, r.PMetrics, "strait_crypto_partitions_refused_total") == 0 {
 		t.Fatal("no partition was refused during the outage")
 	}
-	stored := consume(t, ctx, r.cluster.ListenAddrs()[0], "payments", n)
+	stored := consume(t, ctx, r.Cluster.ListenAddrs()[0], "payments", n)
 	for _, g := range stored {
 		if bytes.Contains(g.Value, []byte("secret-")) {
 			t.Fatalf("plaintext reached the broker: %q", g.Value)
 		}
 	}
 	seen := map[string]int{}
-	for _, g := range consume(t, ctx, r.reader.Bootstrap, "payments", n) {
+	for _, g := range consume(t, ctx, r.Reader.Bootstrap, "payments", n) {
 		seen[string(g.Value)]++
 	}
 	for i := range n {
@@ -303,18 +202,18 @@ func TestTamper(t *testing.T) {
 			r := newRig(t, 0, mode)
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
-			p := client(t, r.producer.Bootstrap)
+			p := client(t, r.Producer.Bootstrap)
 			straittest.Must(t, p.ProduceSync(ctx, &kgo.Record{Topic: "payments", Partition: 0, Key: []byte("k"), Value: []byte("top secret")}).FirstErr(), "produce")
-			stored := consume(t, ctx, r.cluster.ListenAddrs()[0], "payments", 1)[0]
+			stored := consume(t, ctx, r.Cluster.ListenAddrs()[0], "payments", 1)[0]
 			// Write a tampered copy next to it, straight to the broker.
 			bad := *stored
 			bad.Value = bytes.Clone(stored.Value)
 			bad.Value[len(bad.Value)-3] ^= 0x01
 			bad.Topic, bad.Partition = "payments", stored.Partition
-			direct := client(t, r.cluster.ListenAddrs()[0], kgo.RecordPartitioner(kgo.ManualPartitioner()))
+			direct := client(t, r.Cluster.ListenAddrs()[0], kgo.RecordPartitioner(kgo.ManualPartitioner()))
 			straittest.Must(t, direct.ProduceSync(ctx, &bad).FirstErr(), "produce tampered")
 
-			cl := client(t, r.reader.Bootstrap, kgo.ConsumeTopics("payments"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+			cl := client(t, r.Reader.Bootstrap, kgo.ConsumeTopics("payments"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 				kgo.KeepRetryableFetchErrors()) // CORRUPT_MESSAGE is retriable: surface it
 			switch mode {
 			case "error":

@@ -3,48 +3,9 @@ package encrypt
 import (
 	"errors"
 
-	"github.com/twmb/franz-go/pkg/kerr"
-
 	"github.com/strait-proxy/strait/crypto/envelope"
-	"github.com/strait-proxy/strait/crypto/fields"
-	"github.com/strait-proxy/strait/crypto/kms"
-	"github.com/strait-proxy/strait/records"
 )
 
-var (
-	errAlreadyEncrypted = errors.New("record already carries a " + envelope.HeaderKey + " header: refusing to encrypt it twice or to let a client mark plaintext as encrypted")
-	errUnknownTopic     = errors.New("topic id unknown")
-	errNoFieldRule      = errors.New("record has encrypted fields but no field rule covers its topic")
-)
-
-// code maps a failure to the Kafka error code the client gets, and whether
-// it is a key-store failure (counted and logged as such).
-//
-// KMS unreachable or throttling → KAFKA_STORAGE_ERROR: retriable in every
-// client; an idempotent producer retries the same sequence numbers, which is
-// correct because nothing was forwarded. Key missing or access denied →
-// POLICY_VIOLATION: not retriable, a configuration problem someone must fix.
-// Malformed input → CORRUPT_MESSAGE or INVALID_RECORD, not retriable; a batch
-// over a limit (records.ErrTooLarge) → INVALID_RECORD; a record too large
-// for the topic's max.message.bytes even alone once encrypted
-// (records.ErrRecordTooLarge) → MESSAGE_TOO_LARGE, what the broker answers.
-func code(err error) (int16, bool) {
-	switch {
-	case errors.Is(err, records.ErrRecordTooLarge):
-		return kerr.MessageTooLarge.Code, false
-	case errors.Is(err, kms.ErrUnavailable):
-		return kerr.KafkaStorageError.Code, true
-	case errors.Is(err, kms.ErrAccessDenied), errors.Is(err, kms.ErrKeyNotFound):
-		return kerr.PolicyViolation.Code, true
-	case errors.Is(err, kms.ErrInvalidCiphertext), errors.Is(err, envelope.ErrTampered), errors.Is(err, envelope.ErrBadHeader):
-		return kerr.CorruptMessage.Code, false
-	case errors.Is(err, errUnknownTopic):
-		return kerr.UnknownTopicID.Code, false
-	case errors.Is(err, records.ErrCorrupt), errors.Is(err, records.ErrUnknownCodec):
-		return kerr.CorruptMessage.Code, false
-	case errors.Is(err, fields.ErrMalformed), errors.Is(err, errAlreadyEncrypted):
-		return kerr.InvalidRecord.Code, false
-	default:
-		return kerr.InvalidRecord.Code, false
-	}
-}
+// errAlreadyEncrypted refuses a produced record that carries Strait's
+// headers (rules.Code: INVALID_RECORD).
+var errAlreadyEncrypted = errors.New("record already carries a " + envelope.HeaderKey + " header: refusing to encrypt it twice or to let a client mark plaintext as encrypted")

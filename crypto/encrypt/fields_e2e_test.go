@@ -22,9 +22,11 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/dynamicpb"
 
+	"github.com/strait-proxy/strait/crypto/decrypt"
 	"github.com/strait-proxy/strait/crypto/encrypt"
 	"github.com/strait-proxy/strait/crypto/envelope"
 	"github.com/strait-proxy/strait/crypto/fields"
+	"github.com/strait-proxy/strait/crypto/rules"
 	"github.com/strait-proxy/strait/interceptor"
 	"github.com/strait-proxy/strait/internal/straittest"
 )
@@ -389,19 +391,19 @@ interceptors:
       rules:
         - {topics: [t], key_id: customers-kek, format: %s, fields: ["$.ssn_id", %q], schemas: [{id: 1, files: [%q]}]}
 `, kr, c.format, c.path, testdata(t, c.file)))
-			for name, build := range map[string]func(encrypt.Config, encrypt.Env) error{
-				"encrypt": func(c encrypt.Config, e encrypt.Env) error {
-					ic, err := encrypt.NewEncrypt(c, e)
+			for name, build := range map[string]func(rules.Config, rules.Env) error{
+				"encrypt": func(c rules.Config, e rules.Env) error {
+					ic, err := encrypt.New(c, e)
 					closeIC(ic)
 					return err
 				},
-				"decrypt": func(c encrypt.Config, e encrypt.Env) error {
-					ic, err := encrypt.NewDecrypt(c, e)
+				"decrypt": func(c rules.Config, e rules.Env) error {
+					ic, err := decrypt.New(c, e)
 					closeIC(ic)
 					return err
 				},
 			} {
-				err := build(cfg, encrypt.Env{})
+				err := build(cfg, rules.Env{})
 				var fe *fields.FieldTypeError
 				if !errors.As(err, &fe) {
 					t.Fatalf("%s with a %s rule on %s: err %v, want a FieldTypeError", name, c.format, c.path, err)
@@ -423,7 +425,7 @@ interceptors:
       rules:
         - {topics: [t], key_id: customers-kek, format: %s, fields: %s, schemas: [{id: 1, files: [%q]}]}
 `, kr, c.format, yamlList(sealedPaths), testdata(t, c.file)))
-		ic, err := encrypt.NewEncrypt(cfg, encrypt.Env{})
+		ic, err := encrypt.New(cfg, rules.Env{})
 		straittest.Must(t, err, "%s rule with string/bytes fields", c.format)
 		closeIC(ic)
 	}

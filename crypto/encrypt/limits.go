@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/strait-proxy/strait/crypto/rules"
 )
 
 // Kafka's default message.max.bytes: the most one record batch may take on
@@ -49,7 +51,7 @@ type sizeEntry struct {
 	refreshing bool
 }
 
-func newSizeLimits(l Limits, cluster func() kmsg.Requestor) *sizeLimits {
+func newSizeLimits(l rules.Limits, cluster func() kmsg.Requestor) *sizeLimits {
 	ttl := time.Duration(l.MaxMessageBytesRefresh)
 	if ttl <= 0 {
 		ttl = defaultLimitRefresh

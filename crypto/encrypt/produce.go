@@ -8,6 +8,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/strait-proxy/strait/crypto/envelope"
+	"github.com/strait-proxy/strait/crypto/rules"
 	"github.com/strait-proxy/strait/interceptor"
 	"github.com/strait-proxy/strait/records"
 )
@@ -28,24 +29,24 @@ type refusedKey struct{}
 // answered with an error (mergeProduceFailures); if none is left, Strait
 // answers the whole request itself. Plaintext of a covered topic is never
 // forwarded.
-func (e *engine) sealProduce(ctx context.Context, x *interceptor.Exchange) error {
+func (e *encrypter) sealProduce(ctx context.Context, x *interceptor.Exchange) error {
 	req := x.Request.(*kmsg.ProduceRequest)
 	var fails []refused
 	var splits []split
 	changed := false
-	ar := newArena(x)
+	ar := rules.NewArena(x)
 	if x.Version >= 13 {
 		var unknown [][16]byte
 		for ti := range req.Topics {
-			unknown = e.unknown(unknown, req.Topics[ti].TopicID)
+			unknown = e.Unknown(unknown, req.Topics[ti].TopicID)
 		}
-		e.prefetch(ctx, unknown)
+		e.Prefetch(ctx, unknown)
 	}
 	keptTopics := req.Topics[:0]
 	for _, t := range req.Topics {
 		name := t.Topic
 		if x.Version >= 13 {
-			n, err := e.topics.Resolve(ctx, t.TopicID)
+			n, err := e.Topics.Resolve(ctx, t.TopicID)
 			if err != nil {
 				// Cannot tell whether a rule covers it: refuse.
 				for _, p := range t.Partitions {
@@ -56,7 +57,7 @@ func (e *engine) sealProduce(ctx context.Context, x *interceptor.Exchange) error
 			}
 			name = n
 		}
-		r := e.ruleFor(name)
+		r := e.For(name)
 		if r == nil {
 			keptTopics = append(keptTopics, t)
 			continue
@@ -65,19 +66,19 @@ func (e *engine) sealProduce(ctx context.Context, x *interceptor.Exchange) error
 		limit := e.limits.limit(ctx, name)
 		kept := t.Partitions[:0]
 		for _, p := range t.Partitions {
-			out, err := e.sealRecords(ctx, r, name, ar.buf(), p.Records, limit)
+			out, err := e.sealRecords(ctx, r, name, ar.Buf(), p.Records, limit)
 			if err != nil {
-				c, isKMS := code(err)
+				c, isKMS := rules.Code(err)
 				if isKMS {
-					e.m.kmsErrors.WithLabelValues("encrypt").Inc()
+					e.Metrics.KMSErrors.WithLabelValues("encrypt").Inc()
 				}
-				e.m.partitionsFailedClosed.Inc()
-				e.burst.Error("produce refused: records could not be encrypted", "topic", name, "partition", p.Partition,
+				e.Metrics.PartitionsFailedClosed.Inc()
+				e.Burst.Error("produce refused: records could not be encrypted", "topic", name, "partition", p.Partition,
 					"client_id", x.Conn.ClientID(), "error_code", c, "err", err)
 				fails = append(fails, refused{t.Topic, t.TopicID, p.Partition, c, "strait: " + err.Error()})
 				continue
 			}
-			p.Records = ar.keep(out)
+			p.Records = ar.Keep(out)
 			if sp, ok := e.splitOf(t, name, p); ok {
 				p.Records = sp.batches[0]
 				splits = append(splits, sp)
@@ -94,7 +95,7 @@ func (e *engine) sealProduce(ctx context.Context, x *interceptor.Exchange) error
 	}
 	x.MarkModified()
 	if len(splits) > 0 && len(req.Topics) > 0 {
-		e.m.batchesSplit.Add(float64(len(splits)))
+		e.Metrics.BatchesSplit.Add(float64(len(splits)))
 		x.Split(splitRequests(req, splits), mergeSplit(splits, e.lastSequence))
 	}
 	if len(fails) == 0 {
@@ -117,7 +118,7 @@ func (e *engine) sealProduce(ctx context.Context, x *interceptor.Exchange) error
 
 // mergeProduceFailures adds the partitions Strait refused to the broker's
 // answer for the rest.
-func (e *engine) mergeProduceFailures(_ context.Context, x *interceptor.Exchange) error {
+func (e *encrypter) mergeProduceFailures(_ context.Context, x *interceptor.Exchange) error {
 	fails, _ := x.Value(refusedKey{}).([]refused)
 	if len(fails) == 0 {
 		return nil
@@ -151,9 +152,9 @@ func addRefused(resp *kmsg.ProduceResponse, fails []refused) {
 
 // sealRecords appends to dst the batches with every record encrypted.
 // A batch that may exceed limit once encrypted comes out as several.
-func (e *engine) sealRecords(ctx context.Context, r *rule, topic string, dst, batches []byte, limit int) ([]byte, error) {
-	s := e.sealers[r.kms]
-	aad := e.aadTopic(r, topic)
+func (e *encrypter) sealRecords(ctx context.Context, r *rules.Compiled, topic string, dst, batches []byte, limit int) ([]byte, error) {
+	s := r.Sealer
+	aad := e.AADTopic(r, topic)
 	// arena holds this record's ciphertexts: the records package reads what
 	// the callback assigns before the next record, so it is reused.
 	var arena []byte
@@ -182,7 +183,7 @@ func (e *engine) sealRecords(ctx context.Context, r *rule, topic string, dst, ba
 	}
 	var valBuf []byte
 	n := 0
-	rw := r.rw
+	rw := e.rws[r.Index]
 	rw.SplitBytes = limit
 	out, changed, err := rw.Rewrite(dst, batches, func(rec *records.Record) (bool, error) {
 		if _, ok := rec.Header(envelope.HeaderKey); ok {
@@ -202,7 +203,7 @@ func (e *engine) sealRecords(ctx context.Context, r *rule, topic string, dst, ba
 			got |= envelope.PartKey
 		}
 		if rec.Value != nil { // a null value (tombstone) has nothing to hide
-			if r.walker == nil {
+			if r.Walker == nil {
 				v, err := seal(envelope.PathValue, rec.Value)
 				if err != nil {
 					return false, fmt.Errorf("value of offset delta %d: %w", rec.OffsetDelta(), err)
@@ -215,7 +216,7 @@ func (e *engine) sealRecords(ctx context.Context, r *rule, topic string, dst, ba
 					return false, fmt.Errorf("fields of offset delta %d: %w", rec.OffsetDelta(), err)
 				}
 				fields = 0
-				v, err := r.walker.Seal(valBuf[:0], rec.Value, sealField)
+				v, err := r.Walker.Seal(valBuf[:0], rec.Value, sealField)
 				if err != nil {
 					return false, fmt.Errorf("fields of offset delta %d: %w", rec.OffsetDelta(), err)
 				}
@@ -234,10 +235,10 @@ func (e *engine) sealRecords(ctx context.Context, r *rule, topic string, dst, ba
 		return true, nil
 	})
 	if err != nil {
-		e.m.sealFail.Inc()
+		e.Metrics.SealFail.Inc()
 		return dst, err
 	}
-	e.m.sealed.Add(float64(n))
+	e.Metrics.Sealed.Add(float64(n))
 	if !changed { // nothing to encrypt (tombstones only): forward as is
 		return append(dst, batches...), nil
 	}

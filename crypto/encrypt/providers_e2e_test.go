@@ -19,8 +19,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/strait-proxy/strait/config"
+	"github.com/strait-proxy/strait/crypto/decrypt"
 	"github.com/strait-proxy/strait/crypto/encrypt"
 	"github.com/strait-proxy/strait/crypto/envelope"
+	"github.com/strait-proxy/strait/crypto/rules"
 	"github.com/strait-proxy/strait/interceptor"
 	"github.com/strait-proxy/strait/internal/kmsdouble"
 	"github.com/strait-proxy/strait/internal/straittest"
@@ -36,14 +38,14 @@ import (
 // yamlConfig decodes a strait.yaml whose first interceptor is encrypt or
 // decrypt, exactly as `strait run --config` does (config.Parse, then the
 // registry's strict decode of the interceptor's config).
-func yamlConfig(t *testing.T, doc string) encrypt.Config {
+func yamlConfig(t *testing.T, doc string) rules.Config {
 	t.Helper()
 	c, err := config.Parse([]byte(doc))
 	straittest.Must(t, err, "parse yaml\n%s", doc)
 	if len(c.Interceptors) == 0 {
 		t.Fatalf("no interceptor in\n%s", doc)
 	}
-	var ec encrypt.Config
+	var ec rules.Config
 	straittest.Must(t, config.DecodeStrict(c.Interceptors[0].Config, &ec, "interceptors[0].config"), "decode encrypt config")
 	return ec
 }
@@ -58,13 +60,13 @@ type pair struct {
 	rMetrics         *prometheus.Registry
 }
 
-func startPair(t *testing.T, cluster *kfake.Cluster, cfg encrypt.Config) *pair {
+func startPair(t *testing.T, cluster *kfake.Cluster, cfg rules.Config) *pair {
 	t.Helper()
 	p := &pair{cluster: cluster, pMetrics: prometheus.NewRegistry(), rMetrics: prometheus.NewRegistry()}
 	pTopics, rTopics := topicid.New(), topicid.New()
-	enc, err := encrypt.NewEncrypt(cfg, encrypt.Env{Metrics: p.pMetrics, Topics: pTopics})
+	enc, err := encrypt.New(cfg, rules.Env{Metrics: p.pMetrics, Topics: pTopics})
 	straittest.Must(t, err, "NewEncrypt")
-	dec, err := encrypt.NewDecrypt(cfg, encrypt.Env{Metrics: p.rMetrics, Topics: rTopics})
+	dec, err := decrypt.New(cfg, rules.Env{Metrics: p.rMetrics, Topics: rTopics})
 	straittest.Must(t, err, "NewDecrypt")
 	t.Cleanup(func() { enc.Close(); dec.Close() })
 	p.producer = straittest.StartOpts(t, cluster.ListenAddrs(), proxy.Options{Interceptors: []*interceptor.Interceptor{enc}, Topics: pTopics}, nil)

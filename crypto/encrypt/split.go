@@ -29,7 +29,7 @@ type split struct {
 
 // splitOf reports whether p's sealed records are several batches cut from
 // the client's one.
-func (e *engine) splitOf(t kmsg.ProduceRequestTopic, name string, p kmsg.ProduceRequestTopicPartition) (split, bool) {
+func (e *encrypter) splitOf(t kmsg.ProduceRequestTopic, name string, p kmsg.ProduceRequestTopicPartition) (split, bool) {
 	if b := p.Records; len(b) >= 12 && 12+int(int32(binary.BigEndian.Uint32(b[8:]))) == len(b) {
 		return split{}, false // one batch: the common case, without a walk
 	}
@@ -191,8 +191,8 @@ func seqAtOrAfter(a, b int32) bool {
 // lastSequence asks the partition's leader (DescribeProducers) for the
 // epoch and last sequence of sp's producer; ok is false if it does not know
 // the producer or cannot be asked.
-func (e *engine) lastSequence(sp split) (int16, int32, bool) {
-	cl := e.topics.Cluster()
+func (e *encrypter) lastSequence(sp split) (int16, int32, bool) {
+	cl := e.Topics.Cluster()
 	if cl == nil || sp.name == "" {
 		return 0, 0, false
 	}

@@ -22,9 +22,11 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/strait-proxy/strait/crypto/decrypt"
 	"github.com/strait-proxy/strait/crypto/encrypt"
 	"github.com/strait-proxy/strait/crypto/envelope"
 	"github.com/strait-proxy/strait/crypto/kms/local"
+	"github.com/strait-proxy/strait/crypto/rules"
 	"github.com/strait-proxy/strait/interceptor"
 	"github.com/strait-proxy/strait/internal/straittest"
 	"github.com/strait-proxy/strait/proxy"
@@ -44,12 +46,12 @@ func newSplitRig(t *testing.T, opts ...kfake.Opt) *splitRig {
 	r := &splitRig{cluster: straittest.Cluster(t, opts...), metrics: prometheus.NewRegistry()}
 	path := filepath.Join(t.TempDir(), "keys.json")
 	straittest.Must(t, local.Generate(path, "big-kek"), "generate")
-	var cfg encrypt.Config
+	var cfg rules.Config
 	straittest.Must(t, json.Unmarshal(fmt.Appendf(nil, `{"kms": {"local": {"keyring": %q}}, "rules": [{"topics": ["big*"], "key_id": "big-kek"}]}`, path), &cfg), "config")
 	pTopics, rTopics := topicid.New(), topicid.New()
-	enc, err := encrypt.NewEncrypt(cfg, encrypt.Env{Metrics: r.metrics, Topics: pTopics})
+	enc, err := encrypt.New(cfg, rules.Env{Metrics: r.metrics, Topics: pTopics})
 	straittest.Must(t, err, "encrypt")
-	dec, err := encrypt.NewDecrypt(cfg, encrypt.Env{Topics: rTopics})
+	dec, err := decrypt.New(cfg, rules.Env{Topics: rTopics})
 	straittest.Must(t, err, "decrypt")
 	r.producer = straittest.StartOpts(t, r.cluster.ListenAddrs(), proxy.Options{Interceptors: []*interceptor.Interceptor{enc}, Topics: pTopics}, nil)
 	r.reader = straittest.StartOpts(t, r.cluster.ListenAddrs(), proxy.Options{Interceptors: []*interceptor.Interceptor{dec}, Topics: rTopics}, nil)

@@ -1,4 +1,4 @@
-package encrypt_test
+package decrypt_test
 
 import (
 	"context"
@@ -19,13 +19,13 @@ func TestShareGroupDecrypt(t *testing.T) {
 	r := newRig(t, 0, "error")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	p := client(t, r.producer.Bootstrap, kgo.DefaultProduceTopic("payments"))
+	p := client(t, r.Producer.Bootstrap, kgo.DefaultProduceTopic("payments"))
 	const n = 20
 	for i := range n {
 		straittest.Must(t, p.ProduceSync(ctx, &kgo.Record{Key: []byte("k"), Value: fmt.Appendf(nil, "share-secret-%02d", i)}).FirstErr(), "produce")
 	}
 	// Share groups start at "latest" unless told otherwise.
-	admin := client(t, r.reader.Bootstrap)
+	admin := client(t, r.Reader.Bootstrap)
 	req := kmsg.NewPtrIncrementalAlterConfigsRequest()
 	res := kmsg.NewIncrementalAlterConfigsRequestResource()
 	res.ResourceType, res.ResourceName = kmsg.ConfigResourceTypeGroupConfig, "sharers"
@@ -37,7 +37,7 @@ func TestShareGroupDecrypt(t *testing.T) {
 	straittest.Must(t, err, "alter group config")
 	straittest.Must(t, kerr.ErrorForCode(resp.Resources[0].ErrorCode), "alter group config")
 
-	c := client(t, r.reader.Bootstrap, kgo.ConsumeTopics("payments"), kgo.ShareGroup("sharers"))
+	c := client(t, r.Reader.Bootstrap, kgo.ConsumeTopics("payments"), kgo.ShareGroup("sharers"))
 	seen := map[string]bool{}
 	for len(seen) < n {
 		fs := c.PollFetches(ctx)
@@ -51,7 +51,7 @@ func TestShareGroupDecrypt(t *testing.T) {
 			t.Fatalf("record %d not decrypted for the share consumer", i)
 		}
 	}
-	if straittest.Counter(t, r.reader.Registry, "strait_requests_total", "api", "ShareFetch") == 0 {
+	if straittest.Counter(t, r.Reader.Registry, "strait_requests_total", "api", "ShareFetch") == 0 {
 		t.Fatal("no ShareFetch went through Strait: the share path was not exercised")
 	}
 }

@@ -1,4 +1,4 @@
-package encrypt
+package rules
 
 import (
 	"fmt"
@@ -299,10 +299,10 @@ func (r *Rule) matches(topic string) bool {
 	return false
 }
 
-// files are the files the interceptor reads when it is built (the local
+// Files are the files an interceptor built from c reads (the local
 // keyring, local schemas): the binary reloads the configuration when one of
 // them changes, so a rotated keyring takes effect without a restart.
-func (c Config) files() []string {
+func (c Config) Files() []string {
 	var out []string
 	if c.KMS.Local != nil {
 		out = append(out, c.KMS.Local.Keyring)

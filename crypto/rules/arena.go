@@ -1,4 +1,4 @@
-package encrypt
+package rules
 
 import (
 	"sync"
@@ -6,20 +6,21 @@ import (
 	"github.com/strait-proxy/strait/interceptor"
 )
 
-// arena hands out a pooled buffer for the rewritten batches of one exchange
+// Arena hands out a pooled buffer for the rewritten batches of one exchange
 // (every partition of a Produce request or Fetch response is appended to
 // it); the buffer goes back to the pool once the proxy is done with the
 // exchange (OnDone), so a 1 MiB batch costs no allocation.
-type arena struct {
+type Arena struct {
 	x   *interceptor.Exchange
 	ref *[]byte
 	b   []byte
 }
 
-func newArena(x *interceptor.Exchange) *arena { return &arena{x: x} }
+// NewArena is the arena of exchange x; it takes a buffer on first use.
+func NewArena(x *interceptor.Exchange) *Arena { return &Arena{x: x} }
 
-// buf is where the next partition's batches are appended.
-func (a *arena) buf() []byte {
+// Buf is where the next partition's batches are appended.
+func (a *Arena) Buf() []byte {
 	if a.ref == nil {
 		a.ref = arenas.Get().(*[]byte)
 		a.b = (*a.ref)[:0]
@@ -28,9 +29,9 @@ func (a *arena) buf() []byte {
 	return a.b
 }
 
-// keep records that out (buf() with one partition appended) is in use and
+// Keep records that out (Buf() with one partition appended) is in use and
 // returns that partition's bytes.
-func (a *arena) keep(out []byte) []byte {
+func (a *Arena) Keep(out []byte) []byte {
 	start := len(a.b)
 	a.b = out
 	return out[start:len(out):len(out)]
@@ -38,7 +39,7 @@ func (a *arena) keep(out []byte) []byte {
 
 // release returns the buffer to the pool, unless it grew past what is worth
 // keeping for every connection.
-func (a *arena) release() {
+func (a *Arena) release() {
 	if cap(a.b) > 16<<20 {
 		return
 	}

@@ -1,0 +1,343 @@
+// Package rules is what Strait's two encryption interceptors share: the
+// configuration (key stores, and the rules saying which topics are
+// encrypted, how and under which key), and what is built from it: the key
+// stores, a sealer per store, the opener, the compiled rules, the metrics.
+// The interceptors themselves live in crypto/encrypt (Produce) and
+// crypto/decrypt (Fetch, ShareFetch); both read the same YAML.
+package rules
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/strait-proxy/strait/crypto/envelope"
+	"github.com/strait-proxy/strait/crypto/fields"
+	"github.com/strait-proxy/strait/crypto/kms"
+	"github.com/strait-proxy/strait/crypto/kms/awskms"
+	"github.com/strait-proxy/strait/crypto/kms/local"
+	"github.com/strait-proxy/strait/crypto/kms/pkcs11"
+	"github.com/strait-proxy/strait/crypto/kms/vaulttransit"
+	"github.com/strait-proxy/strait/internal/burstlog"
+	"github.com/strait-proxy/strait/topicid"
+)
+
+// Env is what the interceptors need from the process.
+type Env struct {
+	Logger  *slog.Logger
+	Metrics prometheus.Registerer
+	// Topics resolves topic ids (Produce/Fetch v13+) to names.
+	Topics *topicid.Names
+	// Providers, when set, replace the key stores of Config.KMS (tests use
+	// it to inject a provider).
+	Providers []kms.Provider
+}
+
+// Set is a configuration built: the compiled rules, the key stores they
+// name, a sealer per store and one opener, shared caches and metrics.
+type Set struct {
+	Topics *topicid.Names // never nil
+	Rules  []*Compiled
+	Opener *envelope.Opener
+	// LeaveEncrypted: on_decrypt_error is leave-encrypted.
+	LeaveEncrypted bool
+	Metrics        *Metrics
+	Burst          *burstlog.Logger // rate-limited error logs
+
+	log       *slog.Logger
+	sealers   map[string]*envelope.Sealer
+	providers []kms.Provider
+	bindTopic bool
+}
+
+// Compiled is a rule ready for use.
+type Compiled struct {
+	Rule
+	// Index is the rule's position in Config.Rules.
+	Index int
+	// Sealer seals under the rule's key store.
+	Sealer *envelope.Sealer
+	// Walker finds the rule's fields; nil: the whole value.
+	Walker fields.Walker
+}
+
+// Open validates cfg and builds what it names. The caller closes the Set.
+func Open(cfg Config, env Env) (*Set, error) {
+	if errs := cfg.validate(); len(errs) > 0 {
+		return nil, errors.New(strings.Join(errs, "\n"))
+	}
+	log := env.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	reg := env.Metrics
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	e := &Set{
+		log: log, Topics: env.Topics,
+		sealers:        make(map[string]*envelope.Sealer),
+		bindTopic:      cfg.BindTopic == nil || *cfg.BindTopic,
+		LeaveEncrypted: cfg.OnDecryptError == "leave-encrypted",
+		Metrics:        newMetrics(reg),
+	}
+	e.Burst = burstlog.New(log)
+	for _, w := range cfg.warnings() {
+		log.Warn("insecure key store configuration", "warning", w)
+	}
+	if e.Topics == nil {
+		e.Topics = topicid.New()
+	}
+	provs := env.Providers
+	if provs == nil {
+		var err error
+		if provs, err = openProviders(cfg.KMS); err != nil {
+			return nil, err
+		}
+	}
+	e.providers = provs
+	for _, p := range provs {
+		s, err := envelope.NewSealer(p, envelope.SealerOptions{
+			MaxAge: time.Duration(cfg.DEK.MaxAge), MaxUses: cfg.DEK.MaxUses, NoTopicBinding: !e.bindTopic,
+		})
+		if err != nil {
+			e.Close()
+			return nil, err
+		}
+		e.sealers[p.Name()] = s
+	}
+	op, err := envelope.NewOpener(provs, envelope.OpenerOptions{
+		MaxEntries: cfg.DEK.CacheSize, MaxAge: time.Duration(cfg.DEK.MaxAge),
+		MaxConcurrentUnwraps: cfg.DEK.UnwrapConcurrency, UnwrapRate: cfg.DEK.UnwrapRate,
+		OnThrottle: e.Metrics.UnwrapThrottled.Inc,
+	})
+	if err != nil {
+		e.Close()
+		return nil, err
+	}
+	e.Opener = op
+
+	var reg2 *fields.Registry
+	if sr := cfg.SchemaRegistry; sr != nil {
+		if reg2, err = newRegistry(sr); err != nil {
+			e.Close()
+			return nil, fmt.Errorf("schema_registry: %w", err)
+		}
+	}
+	var localKeys map[string]bool // key ids in the local keyring, to check rules early
+	if cfg.KMS.Local != nil && env.Providers == nil {
+		infos, err := local.List(cfg.KMS.Local.Keyring)
+		if err != nil {
+			e.Close()
+			return nil, fmt.Errorf("kms.local: %w", err)
+		}
+		localKeys = make(map[string]bool)
+		for _, k := range infos {
+			localKeys[k.ID] = true
+		}
+	}
+	for i, r := range cfg.Rules {
+		store := r.KMS
+		if store == "" {
+			store = provs[0].Name()
+		}
+		if store == local.Name && localKeys != nil && !localKeys[r.KeyID] {
+			e.Close()
+			return nil, fmt.Errorf("rules[%d].key_id: %q is not in the keyring %s (strait keys generate --keyring %s --key %s)",
+				i, r.KeyID, cfg.KMS.Local.Keyring, cfg.KMS.Local.Keyring, r.KeyID)
+		}
+		cr := &Compiled{Rule: r, Index: i, Sealer: e.sealers[store]}
+		if cr.Sealer == nil {
+			e.Close()
+			return nil, fmt.Errorf("rules[%d].kms: %q is not configured", i, store)
+		}
+		if len(r.Fields) > 0 {
+			if cr.Walker, err = newWalker(r, reg2); err != nil {
+				e.Close()
+				return nil, fmt.Errorf("rules[%d]: %w", i, err)
+			}
+		}
+		e.Rules = append(e.Rules, cr)
+	}
+	return e, nil
+}
+
+func newWalker(r Rule, reg *fields.Registry) (fields.Walker, error) {
+	switch r.Format {
+	case "json":
+		return fields.NewJSON(r.Fields)
+	case "avro":
+		c := fields.AvroConfig{Paths: r.Fields, Registry: reg}
+		for _, s := range r.Schemas {
+			c.Local = append(c.Local, fields.LocalAvro{ID: s.ID, Files: s.Files})
+		}
+		return fields.NewAvro(c)
+	case "protobuf":
+		c := fields.ProtobufConfig{Paths: r.Fields, Registry: reg}
+		for _, s := range r.Schemas {
+			if len(s.Files) != 1 {
+				return nil, fmt.Errorf("schemas: a protobuf schema is one .proto file or descriptor set, got %d files", len(s.Files))
+			}
+			c.Local = append(c.Local, fields.LocalProtobuf{ID: s.ID, File: s.Files[0], Name: s.Message})
+		}
+		// Refuse now, not record by record, a path that names a field of a
+		// local schema whose type may not be encrypted (fields.NewAvro does
+		// this for Avro; NewProtobuf cannot know the message until a value's
+		// message indexes name it, so every message of the file is checked).
+		for _, l := range c.Local {
+			fd, err := fields.LoadProtobufFile(l)
+			if err != nil {
+				return nil, err
+			}
+			if err := checkProtobufTypes(fd.Messages(), r.Fields); err != nil {
+				return nil, fmt.Errorf("schemas[id %d]: %w", l.ID, err)
+			}
+		}
+		return fields.NewProtobuf(c)
+	}
+	return nil, fmt.Errorf("format %q has no fields", r.Format)
+}
+
+// checkProtobufTypes returns the first *fields.FieldTypeError of paths in
+// any message (nested ones included); paths a message lacks are fine here.
+func checkProtobufTypes(ms protoreflect.MessageDescriptors, paths []string) error {
+	for i := range ms.Len() {
+		md := ms.Get(i)
+		if md.IsMapEntry() {
+			continue
+		}
+		var fe *fields.FieldTypeError
+		if err := fields.CheckProtobuf(md, paths); errors.As(err, &fe) {
+			return fmt.Errorf("message %s: %w", md.FullName(), err)
+		}
+		if err := checkProtobufTypes(md.Messages(), paths); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func newRegistry(c *SchemaRegistry) (*fields.Registry, error) {
+	rc := fields.RegistryConfig{URLs: c.URLs, Username: c.Username}
+	if c.PasswordEnv != "" {
+		rc.Password = os.Getenv(c.PasswordEnv)
+	}
+	if c.CAFile != "" || c.CertFile != "" {
+		tc := &tls.Config{MinVersion: tls.VersionTLS12}
+		if c.CAFile != "" {
+			pem, err := os.ReadFile(c.CAFile)
+			if err != nil {
+				return nil, err
+			}
+			tc.RootCAs = x509.NewCertPool()
+			if !tc.RootCAs.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("ca_file: no certificates in %s", c.CAFile)
+			}
+		}
+		if c.CertFile != "" {
+			cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+			if err != nil {
+				return nil, err
+			}
+			tc.Certificates = []tls.Certificate{cert}
+		}
+		rc.TLS = tc
+	}
+	return fields.NewRegistry(rc)
+}
+
+func openProviders(c KMS) ([]kms.Provider, error) {
+	var out []kms.Provider
+	if c.Local != nil {
+		p, err := local.Load(c.Local.Keyring)
+		if err != nil {
+			return nil, fmt.Errorf("kms.local: %w", err)
+		}
+		out = append(out, p)
+	}
+	if c.AWS != nil {
+		p, err := awskms.New(context.Background(), *c.AWS)
+		if err != nil {
+			return nil, fmt.Errorf("kms.aws-kms: %w", err)
+		}
+		out = append(out, p)
+	}
+	if c.Vault != nil {
+		p, err := vaulttransit.New(*c.Vault)
+		if err != nil {
+			return nil, fmt.Errorf("kms.vault-transit: %w", err)
+		}
+		out = append(out, p)
+	}
+	if c.PKCS11 != nil {
+		p, err := pkcs11.New(*c.PKCS11)
+		if err != nil {
+			closeAll(out)
+			return nil, fmt.Errorf("kms.pkcs11: %w", err)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+func closeAll(ps []kms.Provider) {
+	for _, p := range ps {
+		if c, ok := p.(interface{ Close() error }); ok {
+			_ = c.Close()
+		}
+	}
+}
+
+// Close closes the key stores.
+func (e *Set) Close() error {
+	closeAll(e.providers)
+	return nil
+}
+
+// For returns the first rule matching topic, or nil.
+func (e *Set) For(topic string) *Compiled {
+	for _, r := range e.Rules {
+		if r.matches(topic) {
+			return r
+		}
+	}
+	return nil
+}
+
+// AADTopic is the topic bound into ciphertexts of topic under r ("" when
+// bind_topic is off).
+func (e *Set) AADTopic(r *Compiled, topic string) string {
+	if !e.bindTopic {
+		return ""
+	}
+	if r != nil && r.SourceTopic != "" {
+		return r.SourceTopic
+	}
+	return topic
+}
+
+// Unknown appends id to ids if no Metadata response has named it: the ids
+// of one request that need a lookup, gathered so that they cost one.
+func (e *Set) Unknown(ids [][16]byte, id [16]byte) [][16]byte {
+	if _, ok := e.Topics.Name(id); !ok {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// Prefetch looks up the unknown ids of a request together (one upstream
+// Metadata request), so that later lookups answer from the caches.
+func (e *Set) Prefetch(ctx context.Context, ids [][16]byte) {
+	if len(ids) > 0 {
+		e.Topics.Prefetch(ctx, ids)
+	}
+}
