@@ -168,6 +168,8 @@ func New(cfg Config, env Env) (*interceptor.Interceptor, error) {
 	ic := &interceptor.Interceptor{Name: Name, OnConnect: a.connect}
 	if a.cache != nil {
 		ic.OnUpstream = a.upstream
+		// Close stops Vault token renewal.
+		ic.Close = a.cache.Close
 	}
 	if cfg.SASL != nil {
 		ic.Hooks = []interceptor.Hook{

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"regexp"
@@ -297,6 +298,14 @@ func (c *Cache) Lookup(ctx context.Context, principal string) (cr Credentials, c
 		return Credentials{}, false, err
 	}
 	return v.(Credentials), false, nil
+}
+
+// Close releases what the store holds (Vault: the token renewal).
+func (c *Cache) Close() error {
+	if cl, ok := c.store.(io.Closer); ok {
+		return cl.Close()
+	}
+	return nil
 }
 
 // Invalidate forgets principal's cached credentials.

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	vault "github.com/hashicorp/vault/api"
@@ -127,13 +128,28 @@ func (c *VaultConfig) Validate() error {
 }
 
 // Vault is the Vault KV v2 store.
+//
+// A renewable token (from a login, or a token whose lookup-self reports a
+// TTL) is renewed in the background with vault/api's LifetimeWatcher
+// (auth/token/renew-self at about two thirds of its TTL). When renewal is
+// no longer possible (the token nears its max TTL, or renewing failed until
+// it ran out) Strait logs in again (AppRole, Kubernetes) or re-reads the
+// token file (Vault Agent writes the new token there), retrying with a
+// backoff while Vault is down. Close stops it.
 type Vault struct {
 	cfg    VaultConfig
 	client *vault.Client
 	login  *vault.Client
 
-	mu  sync.Mutex
-	gen uint64 // successful authentications; 0: none yet
+	mu           sync.Mutex
+	gen          uint64 // successful authentications; 0: none yet
+	stopWatch    func() // stops the watcher of the current token; nil: none
+	watchPending bool   // the token's lookup-self failed: try again after a read
+	exhausted    string // a token whose renewal ended: never watched again
+	closed       chan struct{}
+	closeOnce    sync.Once
+	wg           sync.WaitGroup
+	renewals     atomic.Int64
 }
 
 // NewVault builds the client without contacting Vault (Strait starts while
@@ -176,7 +192,118 @@ func NewVault(cfg VaultConfig) (*Vault, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Vault{cfg: cfg, client: client, login: login}, nil
+	return &Vault{cfg: cfg, client: client, login: login, closed: make(chan struct{})}, nil
+}
+
+// Close stops renewing the token.
+func (v *Vault) Close() error {
+	v.closeOnce.Do(func() {
+		close(v.closed)
+		v.mu.Lock()
+		if v.stopWatch != nil {
+			v.stopWatch()
+			v.stopWatch = nil
+		}
+		v.mu.Unlock()
+	})
+	v.wg.Wait()
+	return nil
+}
+
+// Renewals counts successful token renewals (tests, metrics).
+func (v *Vault) Renewals() int64 { return v.renewals.Load() }
+
+// watchLocked starts renewing the token sec carries (a login answer, or
+// one built from lookup-self), replacing the previous watcher. v.mu is held.
+func (v *Vault) watchLocked(sec *vault.Secret) {
+	if v.stopWatch != nil {
+		v.stopWatch()
+		v.stopWatch = nil
+	}
+	select {
+	case <-v.closed:
+		return
+	default:
+	}
+	if sec == nil || sec.Auth == nil || !sec.Auth.Renewable || sec.Auth.LeaseDuration <= 0 || sec.Auth.ClientToken == v.exhausted {
+		return
+	}
+	w, err := v.client.NewLifetimeWatcher(&vault.LifetimeWatcherInput{Secret: sec, RenewBehavior: vault.RenewBehaviorIgnoreErrors})
+	if err != nil {
+		return
+	}
+	gen, tok := v.gen, sec.Auth.ClientToken
+	stop := make(chan struct{})
+	v.stopWatch = sync.OnceFunc(func() { w.Stop(); close(stop) })
+	v.wg.Add(2)
+	go func() { defer v.wg.Done(); w.Start() }()
+	go func() {
+		defer v.wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-w.RenewCh():
+				v.renewals.Add(1)
+			case <-w.DoneCh():
+				// Renewal is over: the token nears its max TTL, or renewing
+				// failed until its lease ran out. Get a new one.
+				v.mu.Lock()
+				v.exhausted = tok
+				v.mu.Unlock()
+				v.relogin(gen, stop)
+				return
+			}
+		}
+	}()
+}
+
+// relogin replaces the token of generation gen, retrying with a backoff
+// (1s doubling to 1m) until it works, another goroutine replaced it, or
+// the store is closed.
+func (v *Vault) relogin(gen uint64, stop chan struct{}) {
+	wait := time.Second
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), v.cfg.Timeout.D())
+		err := v.authenticate(ctx, gen)
+		cancel()
+		if err == nil {
+			return
+		}
+		select {
+		case <-v.closed:
+			return
+		case <-stop:
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Minute)
+	}
+}
+
+// lookupSelfLocked asks Vault about the client's token, for its TTL and
+// whether it is renewable; an answer that cannot be had is retried after
+// the next successful read.
+func (v *Vault) lookupSelfLocked(ctx context.Context, tok string) *vault.Secret {
+	v.watchPending = false
+	sec, err := v.client.Auth().Token().LookupSelfWithContext(ctx)
+	if err != nil || sec == nil {
+		var re *vault.ResponseError
+		v.watchPending = !(errors.As(err, &re) && re.StatusCode == 403) // a refused token is replaced on 403
+		return nil
+	}
+	ttl, _ := sec.TokenTTL()
+	renewable, _ := sec.TokenIsRenewable()
+	return &vault.Secret{Auth: &vault.SecretAuth{ClientToken: tok, Renewable: renewable, LeaseDuration: int(ttl / time.Second)}}
+}
+
+// watchAfterRead retries lookup-self when it failed when the token was set.
+func (v *Vault) watchAfterRead(ctx context.Context) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.watchPending {
+		v.watchLocked(v.lookupSelfLocked(ctx, v.client.Token()))
+	}
 }
 
 // Name is "vault".
@@ -226,6 +353,7 @@ func (v *Vault) authenticate(ctx context.Context, seen uint64) error {
 		}
 		v.client.SetToken(tok)
 		v.gen++
+		v.watchLocked(v.lookupSelfLocked(ctx, tok))
 		return nil
 	case "approle":
 		roleID := a.RoleID
@@ -259,6 +387,7 @@ func (v *Vault) authenticate(ctx context.Context, seen uint64) error {
 	}
 	v.client.SetToken(sec.Auth.ClientToken)
 	v.gen++
+	v.watchLocked(sec)
 	return nil
 }
 
@@ -298,6 +427,7 @@ func (v *Vault) Lookup(ctx context.Context, principal string) (Credentials, erro
 	if err != nil {
 		return Credentials{}, fmt.Errorf("%w: vault: read %s/data/%s: %v", ErrUnavailable, v.cfg.Mount, path, cleanErr(err))
 	}
+	v.watchAfterRead(ctx)
 	str := func(k string) string { s, _ := sec.Data[k].(string); return s }
 	c := Credentials{Mechanism: str("mechanism"), Username: str("username"), Password: str("password"), Token: str("token"),
 		ClientID: str("client_id"), ClientSecret: str("client_secret"), TokenURL: str("token_url"), Scope: str("scope"), Audience: str("audience"),

@@ -16,15 +16,24 @@ package kmsdouble
 //     data/<path> read ({"data":{"data":{...},"metadata":{...}}}, ?version=N)
 //     and write.
 //   - auth/<mount>/login for AppRole (role_id, secret_id) and Kubernetes
-//     (role, jwt) returning {"auth":{"client_token":...}};
-//     auth/token/lookup-self; sys/health.
+//     (role, jwt) returning {"auth":{"client_token":...,"lease_duration":N,
+//     "renewable":true}};
+//   - tokens (https://developer.hashicorp.com/vault/api-docs/auth/token):
+//     auth/token/lookup-self (ttl, creation_ttl, explicit_max_ttl,
+//     renewable, expire_time, issue_time) and auth/token/renew-self
+//     (increment in seconds or as a duration string; the new TTL is the
+//     increment, else the token's TTL, capped at its explicit max TTL with
+//     Vault's warning; a non-renewable token gets 400 "lease is not
+//     renewable"). A token past its TTL is gone: 403 permission denied;
+//   - sys/health.
 //   - Tokens in X-Vault-Token (or Authorization: Bearer), 403
 //     {"errors":["permission denied"]} otherwise; Enterprise namespaces in
 //     X-Vault-Namespace and/or as a path prefix; a token is valid in the
 //     namespace that issued it and its children.
 //
-// Errors use Vault's body {"errors":["..."]}. Policies, leases, token TTLs and
-// renewal, convergent/derived keys and batch requests are not implemented.
+// Errors use Vault's body {"errors":["..."]}. Policies, secret leases (and
+// sys/leases), periodic and batch tokens, convergent/derived keys and batch
+// requests are not implemented.
 
 import (
 	"crypto/aes"
@@ -72,6 +81,7 @@ type vaultMount struct {
 	keys  map[string]*transitKey
 	kv    map[string][]kvVersion
 	roles map[string]string // approle: role_id → secret_id; kubernetes: role → jwt
+	login TokenTTL          // of the tokens a login on this auth mount issues
 }
 
 type transitKey struct {
@@ -86,10 +96,35 @@ type kvVersion struct {
 }
 
 type vaultToken struct {
-	ns       string
-	policies []string
-	meta     map[string]string
-	created  time.Time
+	ns        string
+	policies  []string
+	meta      map[string]string
+	created   time.Time
+	ttl       time.Duration // creation TTL (the default renewal increment); 0: never expires
+	maxTTL    time.Duration // explicit max TTL from creation; 0: none
+	renewable bool
+	expires   time.Time // zero: never
+	accessor  string
+}
+
+// TokenTTL is a token's lifetime: TTL (0: the token never expires), the
+// explicit max TTL renewals cannot pass (0: none), and whether it may be
+// renewed.
+type TokenTTL struct {
+	TTL, MaxTTL time.Duration
+	Renewable   bool
+}
+
+func newVaultToken(ns string, policies []string, meta map[string]string, l TokenTTL) *vaultToken {
+	now := time.Now()
+	t := &vaultToken{ns: ns, policies: policies, meta: meta, created: now, ttl: l.TTL, maxTTL: l.MaxTTL, renewable: l.Renewable, accessor: randToken()}
+	if l.TTL > 0 {
+		t.expires = now.Add(l.TTL)
+		if l.MaxTTL > 0 && l.MaxTTL < l.TTL {
+			t.expires = now.Add(l.MaxTTL)
+		}
+	}
+	return t
 }
 
 // Mount kinds for Vault.Mount.
@@ -164,7 +199,17 @@ func (v *Vault) Mount(ns, path, kind string) {
 	if kind == KindAppRole || kind == KindKubernetes {
 		path = "auth/" + strings.TrimPrefix(path, "auth/")
 	}
-	n.mounts[path] = &vaultMount{kind: kind, keys: map[string]*transitKey{}, kv: map[string][]kvVersion{}, roles: map[string]string{}}
+	n.mounts[path] = &vaultMount{kind: kind, keys: map[string]*transitKey{}, kv: map[string][]kvVersion{}, roles: map[string]string{},
+		login: TokenTTL{TTL: time.Hour, Renewable: true}}
+}
+
+// SetLoginTTL sets the lifetime of the tokens that logins on the auth mount
+// (approle, kubernetes) issue from now on (default: TTL 1h, no max,
+// renewable), as the role's token_ttl, token_max_ttl settings do.
+func (v *Vault) SetLoginTTL(ns, mount string, l TokenTTL) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.mountLocked(ns, "auth/"+trimSlashes(mount)).login = l
 }
 
 // mountLocked returns a mount the test set up; a missing one is a bug in
@@ -239,8 +284,30 @@ func (v *Vault) IssueToken(ns string) string {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	t := "hvs." + randToken()
-	v.tokens[t] = &vaultToken{ns: trimSlashes(ns), policies: []string{"default"}, created: time.Now()}
+	v.tokens[t] = newVaultToken(trimSlashes(ns), []string{"default"}, nil, TokenTTL{})
 	return t
+}
+
+// IssueTokenTTL returns a new token valid in ns with lifetime l, as
+// `vault token create -ttl -explicit-max-ttl -renewable` makes.
+func (v *Vault) IssueTokenTTL(ns string, l TokenTTL) string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	t := "hvs." + randToken()
+	v.tokens[t] = newVaultToken(trimSlashes(ns), []string{"default"}, nil, l)
+	return t
+}
+
+// TokenExpiry reports when token expires (zero: never) and whether it is
+// still valid.
+func (v *Vault) TokenExpiry(token string) (time.Time, bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	t := v.tokens[token]
+	if t == nil || (!t.expires.IsZero() && time.Now().After(t.expires)) {
+		return time.Time{}, false
+	}
+	return t.expires, true
 }
 
 // RevokeToken revokes a token (as if it expired); its next use gets 403.
@@ -443,13 +510,20 @@ func (v *Vault) handle(w http.ResponseWriter, r *http.Request) {
 		tok = strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
 	}
 	t := v.tokens[tok]
+	if t != nil && !t.expires.IsZero() && time.Now().After(t.expires) {
+		delete(v.tokens, tok) // expired tokens are revoked
+		t = nil
+	}
 	if t == nil || !(t.ns == "" || ns == t.ns || strings.HasPrefix(ns, t.ns+"/")) {
 		q.errs(http.StatusForbidden, "permission denied")
 		return
 	}
-	if rel == "auth/token/lookup-self" {
-		q.ok(map[string]any{"id": tok, "policies": t.policies, "meta": t.meta, "namespace_path": t.ns,
-			"creation_time": t.created.Unix(), "ttl": 0, "type": "service", "path": "auth/token/create"}, nil)
+	switch rel {
+	case "auth/token/lookup-self":
+		v.lookupSelf(q, tok, t)
+		return
+	case "auth/token/renew-self":
+		v.renewSelf(q, tok, t)
 		return
 	}
 	_, sub, m := findMount(nsState, rel)
@@ -554,13 +628,82 @@ func (v *Vault) login(q *vaultReq, m *vaultMount) {
 		meta["role"] = role
 	}
 	tok := "hvs." + randToken()
-	v.tokens[tok] = &vaultToken{ns: q.ns, policies: []string{"default", "strait"}, meta: meta, created: time.Now()}
-	q.ok(nil, map[string]any{
-		"client_token": tok, "accessor": randToken(), "policies": []string{"default", "strait"},
-		"token_policies": []string{"default", "strait"}, "metadata": meta,
-		"lease_duration": 3600, "renewable": true, "entity_id": newUUID(),
+	t := newVaultToken(q.ns, []string{"default", "strait"}, meta, m.login)
+	v.tokens[tok] = t
+	q.ok(nil, authBlock(tok, t, int(m.login.TTL/time.Second)))
+}
+
+func authBlock(tok string, t *vaultToken, leaseSeconds int) map[string]any {
+	return map[string]any{
+		"client_token": tok, "accessor": t.accessor, "policies": t.policies,
+		"token_policies": t.policies, "metadata": t.meta,
+		"lease_duration": leaseSeconds, "renewable": t.renewable, "entity_id": newUUID(),
 		"token_type": "service", "orphan": true,
+	}
+}
+
+func seconds(d time.Duration) int { return int((d + time.Second - 1) / time.Second) }
+
+// lookupSelf answers GET (or POST) auth/token/lookup-self with the fields of
+// Vault's token lookup.
+func (v *Vault) lookupSelf(q *vaultReq, tok string, t *vaultToken) {
+	ttl := 0
+	var expire any
+	if !t.expires.IsZero() {
+		ttl = seconds(time.Until(t.expires))
+		expire = t.expires.UTC().Format(time.RFC3339Nano)
+	}
+	q.ok(map[string]any{"id": tok, "accessor": t.accessor, "policies": t.policies, "meta": t.meta, "namespace_path": t.ns,
+		"creation_time": t.created.Unix(), "creation_ttl": int(t.ttl / time.Second), "explicit_max_ttl": int(t.maxTTL / time.Second),
+		"ttl": ttl, "renewable": t.renewable, "expire_time": expire, "issue_time": t.created.UTC().Format(time.RFC3339Nano),
+		"num_uses": 0, "orphan": true, "type": "service", "path": "auth/token/create"}, nil)
+}
+
+// renewSelf answers PUT/POST auth/token/renew-self: the new TTL is the
+// increment (default: the token's creation TTL), capped at the explicit
+// max TTL.
+func (v *Vault) renewSelf(q *vaultReq, tok string, t *vaultToken) {
+	if q.method != http.MethodPost && q.method != http.MethodPut {
+		q.errs(http.StatusMethodNotAllowed, "unsupported operation")
+		return
+	}
+	if !t.renewable || t.ttl == 0 {
+		q.errs(http.StatusBadRequest, "lease is not renewable")
+		return
+	}
+	inc := t.ttl
+	switch x := q.body["increment"].(type) {
+	case float64:
+		if x > 0 {
+			inc = time.Duration(x) * time.Second
+		}
+	case string:
+		if n, err := strconv.Atoi(x); err == nil && n > 0 {
+			inc = time.Duration(n) * time.Second
+		} else if d, err := time.ParseDuration(x); err == nil && d > 0 {
+			inc = d
+		} else if x != "" && x != "0" {
+			q.errs(http.StatusBadRequest, "error parsing increment")
+			return
+		}
+	}
+	now := time.Now()
+	exp := now.Add(inc)
+	var warnings []string
+	if t.maxTTL > 0 {
+		if limit := t.created.Add(t.maxTTL); exp.After(limit) {
+			warnings = append(warnings, fmt.Sprintf("TTL of %q exceeded the effective max_ttl of %q; TTL value is capped accordingly",
+				inc.String(), limit.Sub(now).Truncate(time.Second).String()))
+			exp = limit
+		}
+	}
+	t.expires = exp
+	q.w.Header().Set("Content-Type", "application/json")
+	b, _ := json.Marshal(map[string]any{
+		"request_id": q.reqID, "lease_id": "", "renewable": false, "lease_duration": 0,
+		"data": nil, "wrap_info": nil, "warnings": warnings, "auth": authBlock(tok, t, int(exp.Sub(now)/time.Second)), "mount_type": "token",
 	})
+	_, _ = q.w.Write(b)
 }
 
 func (v *Vault) transit(q *vaultReq, m *vaultMount, sub string) {
