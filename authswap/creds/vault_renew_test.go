@@ -22,15 +22,31 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// A renewable AppRole token is renewed (auth/token/renew-self) before its
-// TTL ends, and replaced by a new login when its max TTL stops renewals,
-// without any lookup needing it (no 403 path).
-func TestVaultRenewsAndLogsInAgain(t *testing.T) {
-	v := kmsdouble.NewVault(kmsdouble.VaultOptions{})
-	t.Cleanup(v.Close)
+// tokenFileStore is a store reading alice's secret with the token in a
+// token file; it returns the file too.
+func tokenFileStore(t *testing.T, v *kmsdouble.Vault, tok string) (*Vault, string) {
+	t.Helper()
+	v.PutKV("", "secret", "strait/principals/alice", map[string]any{"username": "alice-up", "password": "pw-1"})
+	tf := filepath.Join(t.TempDir(), "token")
+	writeFile(t, tf, tok, 0o600)
+	st, err := NewVault(VaultConfig{Address: v.URL(), Auth: VaultAuth{TokenFile: tf}, MaxAttempts: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	if _, err := st.Lookup(context.Background(), "alice"); err != nil {
+		t.Fatal(err)
+	}
+	return st, tf
+}
+
+// appRoleStore is a store reading alice's secret with AppRole logins
+// whose tokens live l (the secret_id in a file).
+func appRoleStore(t *testing.T, v *kmsdouble.Vault, l kmsdouble.TokenTTL) *Vault {
+	t.Helper()
 	v.Mount("", "approle", kmsdouble.KindAppRole)
 	v.AddAppRole("", "approle", "role-1", "sid-1")
-	v.SetLoginTTL("", "approle", kmsdouble.TokenTTL{TTL: 2 * time.Second, MaxTTL: 5 * time.Second, Renewable: true})
+	v.SetLoginTTL("", "approle", l)
 	v.PutKV("", "secret", "strait/principals/alice", map[string]any{"username": "alice-up", "password": "pw-1"})
 	sid := filepath.Join(t.TempDir(), "sid")
 	writeFile(t, sid, "sid-1", 0o600)
@@ -39,10 +55,20 @@ func TestVaultRenewsAndLogsInAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = st.Close() })
-	ctx := context.Background()
-	if _, err := st.Lookup(ctx, "alice"); err != nil {
+	if _, err := st.Lookup(context.Background(), "alice"); err != nil {
 		t.Fatal(err)
 	}
+	return st
+}
+
+// A renewable AppRole token is renewed (auth/token/renew-self) before its
+// TTL ends, and replaced by a new login when its max TTL stops renewals,
+// without any lookup needing it (no 403 path).
+func TestVaultRenewsAndLogsInAgain(t *testing.T) {
+	v := kmsdouble.NewVault(kmsdouble.VaultOptions{})
+	t.Cleanup(v.Close)
+	st := appRoleStore(t, v, kmsdouble.TokenTTL{TTL: 2 * time.Second, MaxTTL: 5 * time.Second, Renewable: true})
+	ctx := context.Background()
 	waitFor(t, "a renewal", func() bool { return v.Calls("auth/token/renew-self") >= 1 && st.Renewals() >= 1 })
 	waitFor(t, "a second login after the max TTL", func() bool { return v.Calls("auth/approle/login") >= 2 })
 	if _, err := st.Lookup(ctx, "alice"); err != nil {
@@ -64,19 +90,9 @@ func TestVaultRenewsAndLogsInAgain(t *testing.T) {
 func TestVaultRenewsAToken(t *testing.T) {
 	v := kmsdouble.NewVault(kmsdouble.VaultOptions{})
 	t.Cleanup(v.Close)
-	v.PutKV("", "secret", "strait/principals/alice", map[string]any{"username": "alice-up", "password": "pw-1"})
 	tok := v.IssueTokenTTL("", kmsdouble.TokenTTL{TTL: 2 * time.Second, Renewable: true})
 	issued := time.Now()
-	tf := filepath.Join(t.TempDir(), "token")
-	writeFile(t, tf, tok, 0o600)
-	st, err := NewVault(VaultConfig{Address: v.URL(), Auth: VaultAuth{TokenFile: tf}, MaxAttempts: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
-	if _, err := st.Lookup(context.Background(), "alice"); err != nil {
-		t.Fatal(err)
-	}
+	st, _ := tokenFileStore(t, v, tok)
 	waitFor(t, "the token's first TTL to pass and two renewals", func() bool {
 		return time.Since(issued) > 3*time.Second && st.Renewals() >= 2
 	})
@@ -93,18 +109,8 @@ func TestVaultRenewsAToken(t *testing.T) {
 func TestVaultTokenFileAfterMaxTTL(t *testing.T) {
 	v := kmsdouble.NewVault(kmsdouble.VaultOptions{})
 	t.Cleanup(v.Close)
-	v.PutKV("", "secret", "strait/principals/alice", map[string]any{"username": "alice-up", "password": "pw-1"})
 	old := v.IssueTokenTTL("", kmsdouble.TokenTTL{TTL: 2 * time.Second, MaxTTL: 3 * time.Second, Renewable: true})
-	tf := filepath.Join(t.TempDir(), "token")
-	writeFile(t, tf, old, 0o600)
-	st, err := NewVault(VaultConfig{Address: v.URL(), Auth: VaultAuth{TokenFile: tf}, MaxAttempts: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
-	if _, err := st.Lookup(context.Background(), "alice"); err != nil {
-		t.Fatal(err)
-	}
+	st, tf := tokenFileStore(t, v, old)
 	fresh := v.IssueTokenTTL("", kmsdouble.TokenTTL{TTL: time.Hour, Renewable: false})
 	writeFile(t, tf, fresh, 0o600)
 	lookups := v.Calls("auth/token/lookup-self")
@@ -127,19 +133,8 @@ func TestVaultTokenFileAfterMaxTTL(t *testing.T) {
 func TestVaultDownThroughRenewal(t *testing.T) {
 	v := kmsdouble.NewVault(kmsdouble.VaultOptions{})
 	t.Cleanup(v.Close)
-	v.Mount("", "approle", kmsdouble.KindAppRole)
-	v.AddAppRole("", "approle", "role-1", "")
-	v.SetLoginTTL("", "approle", kmsdouble.TokenTTL{TTL: 2 * time.Second, Renewable: true})
-	v.PutKV("", "secret", "strait/principals/alice", map[string]any{"username": "alice-up", "password": "pw-1"})
-	st, err := NewVault(VaultConfig{Address: v.URL(), Auth: VaultAuth{Method: "approle", RoleID: "role-1"}, MaxAttempts: 1, Timeout: 0})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
+	st := appRoleStore(t, v, kmsdouble.TokenTTL{TTL: 2 * time.Second, Renewable: true})
 	ctx := context.Background()
-	if _, err := st.Lookup(ctx, "alice"); err != nil {
-		t.Fatal(err)
-	}
 	v.SetFault(kmsdouble.FaultDown)
 	downAt := time.Now()
 	waitFor(t, "the token's TTL to pass", func() bool { return time.Since(downAt) > 3*time.Second })

@@ -26,13 +26,13 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	vault "github.com/hashicorp/vault/api"
 
 	"github.com/strait-proxy/strait/config/duration"
 	"github.com/strait-proxy/strait/crypto/kms"
+	"github.com/strait-proxy/strait/internal/vaultauth"
 )
 
 // Name is the provider kind in configuration.
@@ -216,14 +216,12 @@ func checkKeyName(name string) error {
 }
 
 // Provider implements kms.Provider on Vault Transit. It is safe for
-// concurrent use.
+// concurrent use. Its client and token handling are internal/vaultauth's,
+// shared with the authswap credentials store.
 type Provider struct {
 	cfg    Config
-	client *vault.Client // requests, carries the token
-	login  *vault.Client // unauthenticated, for auth/<mount>/login
-
-	authMu sync.Mutex
-	gen    uint64 // incremented at every successful (re-)authentication
+	sess   *vaultauth.Session
+	client *vault.Client // sess.Client(): requests, carries the token
 }
 
 var _ kms.Provider = (*Provider)(nil)
@@ -236,148 +234,47 @@ func New(cfg Config) (*Provider, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	mk := func() (*vault.Client, error) {
-		vc := vault.DefaultConfig() // reads VAULT_* like the vault CLI
-		if vc.Error != nil {
-			return nil, fmt.Errorf("vault-transit: environment: %w", vc.Error)
-		}
-		if cfg.Address != "" {
-			vc.Address = cfg.Address
-		}
-		t := cfg.TLS
-		if t != (TLSConfig{}) {
-			if err := vc.ConfigureTLS(&vault.TLSConfig{
-				CACert: t.CACert, CAPath: t.CAPath, ClientCert: t.ClientCert, ClientKey: t.ClientKey,
-				TLSServerName: t.ServerName, Insecure: t.InsecureSkipVerify,
-			}); err != nil {
-				return nil, fmt.Errorf("vault-transit: tls: %w", err)
-			}
-		}
-		vc.Timeout = time.Duration(cfg.Timeout)
-		vc.MaxRetries = cfg.MaxAttempts - 1
-		vc.MaxRetryWait = time.Duration(cfg.MaxBackoff)
-		vc.MinRetryWait = time.Duration(cfg.MaxBackoff) / 4
-		c, err := vault.NewClient(vc)
-		if err != nil {
-			return nil, fmt.Errorf("vault-transit: %w", err)
-		}
-		if cfg.Namespace != "" {
-			c.SetNamespace(strings.Trim(cfg.Namespace, "/"))
-		}
-		c.ClearToken()
-		return c, nil
-	}
-	client, err := mk()
+	t, a := cfg.TLS, cfg.Auth
+	sess, err := vaultauth.NewSession(vaultauth.ClientConfig{
+		Address: cfg.Address, Namespace: cfg.Namespace,
+		TLS: vaultauth.TLS{CACert: t.CACert, CAPath: t.CAPath, ClientCert: t.ClientCert, ClientKey: t.ClientKey,
+			ServerName: t.ServerName, Insecure: t.InsecureSkipVerify},
+		Timeout: time.Duration(cfg.Timeout), MaxAttempts: cfg.MaxAttempts,
+		MinRetryWait: time.Duration(cfg.MaxBackoff) / 4, MaxRetryWait: time.Duration(cfg.MaxBackoff),
+	}, vaultauth.Auth{
+		Method: a.Method, Token: a.Token, TokenFile: a.TokenFile, MountPath: a.MountPath,
+		RoleID: a.RoleID, RoleIDFile: a.RoleIDFile, SecretIDFile: a.SecretIDFile,
+		Role: a.Role, JWTFile: a.JWTFile, ReadSecretFile: kms.ReadSecretFile,
+	}, vaultauth.Options{})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("vault-transit: %w", err)
 	}
-	login, err := mk()
-	if err != nil {
-		return nil, err
-	}
-	p := &Provider{cfg: cfg, client: client, login: login}
+	p := &Provider{cfg: cfg, sess: sess, client: sess.Client()}
 	if cfg.Auth.Method == AuthToken {
-		tok, err := p.readToken()
-		if err != nil {
-			return nil, err
+		if err := sess.Authenticate(context.Background(), 0); err != nil { // reads the token; no request
+			return nil, authErr(err)
 		}
-		client.SetToken(tok)
-		p.gen = 1
 	}
 	return p, nil
 }
 
-func (p *Provider) readToken() (string, error) {
-	a := p.cfg.Auth
+// authErr words a failure to get a token: ErrAccessDenied, or
+// ErrUnavailable for a login Vault could not answer.
+func authErr(err error) error {
+	var le *vaultauth.LoginError
 	switch {
-	case a.Token != "":
-		return a.Token, nil
-	case a.TokenFile != "":
-		tok, err := kms.ReadSecretFile(a.TokenFile)
-		if err != nil {
-			return "", fmt.Errorf("vault-transit: %w: reading token file: %w", kms.ErrAccessDenied, err)
-		}
-		if tok == "" {
-			return "", fmt.Errorf("vault-transit: %w: token file %s is empty", kms.ErrAccessDenied, a.TokenFile)
-		}
-		return tok, nil
-	case os.Getenv("VAULT_TOKEN") != "":
-		return os.Getenv("VAULT_TOKEN"), nil
+	case errors.As(err, &le) && errors.Is(le.Err, vaultauth.ErrNoClientToken):
+		return fmt.Errorf("vault-transit: %s login: %w: no client token in the answer", le.Method, kms.ErrAccessDenied)
+	case errors.As(err, &le):
+		return fmt.Errorf("vault-transit: %s login: %w: %w", le.Method, classifyLogin(le.Err), le.Err)
+	case errors.Is(err, vaultauth.ErrNoToken):
+		return fmt.Errorf("vault-transit: %w: no token (auth.token, auth.token_file or VAULT_TOKEN)", kms.ErrAccessDenied)
 	}
-	return "", fmt.Errorf("vault-transit: %w: no token (auth.token, auth.token_file or VAULT_TOKEN)", kms.ErrAccessDenied)
+	return fmt.Errorf("vault-transit: %w: %w", kms.ErrAccessDenied, err)
 }
 
 // Name returns "vault-transit".
 func (p *Provider) Name() string { return Name }
-
-// canReauth: a 403 may mean the token expired and a fresh one can be had.
-func (p *Provider) canReauth() bool {
-	return p.cfg.Auth.Method != AuthToken || p.cfg.Auth.TokenFile != ""
-}
-
-// authenticate obtains a new token unless another goroutine already did
-// since generation seen.
-func (p *Provider) authenticate(ctx context.Context, seen uint64) error {
-	p.authMu.Lock()
-	defer p.authMu.Unlock()
-	if p.gen != seen {
-		return nil
-	}
-	a := p.cfg.Auth
-	var path string
-	body := map[string]any{}
-	switch a.Method {
-	case AuthToken:
-		tok, err := p.readToken()
-		if err != nil {
-			return err
-		}
-		p.client.SetToken(tok)
-		p.gen++
-		return nil
-	case AuthAppRole:
-		roleID := a.RoleID
-		if a.RoleIDFile != "" {
-			b, err := os.ReadFile(a.RoleIDFile)
-			if err != nil {
-				return fmt.Errorf("vault-transit: %w: reading role_id file: %w", kms.ErrAccessDenied, err)
-			}
-			roleID = strings.TrimSpace(string(b))
-		}
-		body["role_id"] = roleID
-		if a.SecretIDFile != "" {
-			sid, err := kms.ReadSecretFile(a.SecretIDFile)
-			if err != nil {
-				return fmt.Errorf("vault-transit: %w: reading secret_id file: %w", kms.ErrAccessDenied, err)
-			}
-			body["secret_id"] = sid
-		}
-	case AuthKubernetes:
-		b, err := os.ReadFile(a.JWTFile)
-		if err != nil {
-			return fmt.Errorf("vault-transit: %w: reading service account token: %w", kms.ErrAccessDenied, err)
-		}
-		body["role"] = a.Role
-		body["jwt"] = strings.TrimSpace(string(b))
-	}
-	path = "auth/" + a.MountPath + "/login"
-	sec, err := p.login.Logical().WriteWithContext(ctx, path, body)
-	if err != nil {
-		return fmt.Errorf("vault-transit: %s login: %w: %w", a.Method, classifyLogin(err), err)
-	}
-	if sec == nil || sec.Auth == nil || sec.Auth.ClientToken == "" {
-		return fmt.Errorf("vault-transit: %s login: %w: no client token in the answer", a.Method, kms.ErrAccessDenied)
-	}
-	p.client.SetToken(sec.Auth.ClientToken)
-	p.gen++
-	return nil
-}
-
-func (p *Provider) generation() uint64 {
-	p.authMu.Lock()
-	defer p.authMu.Unlock()
-	return p.gen
-}
 
 // write performs one authenticated write, re-authenticating once on 403.
 func (p *Provider) write(ctx context.Context, path string, data map[string]any) (*vault.Secret, error) {
@@ -387,20 +284,10 @@ func (p *Provider) write(ctx context.Context, path string, data map[string]any) 
 }
 
 func (p *Provider) do(ctx context.Context, call func(context.Context) (*vault.Secret, error)) (*vault.Secret, error) {
-	gen := p.generation()
-	if gen == 0 {
-		if err := p.authenticate(ctx, 0); err != nil {
-			return nil, err
-		}
-		gen = p.generation()
-	}
-	sec, err := call(ctx)
-	var re *vault.ResponseError
-	if err != nil && errors.As(err, &re) && re.StatusCode == 403 && p.canReauth() {
-		if aerr := p.authenticate(ctx, gen); aerr != nil {
-			return nil, aerr
-		}
-		sec, err = call(ctx)
+	sec, err := vaultauth.Do(ctx, p.sess, call)
+	var ae *vaultauth.AuthError
+	if errors.As(err, &ae) {
+		return nil, authErr(ae.Err)
 	}
 	return sec, err
 }
