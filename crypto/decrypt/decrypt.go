@@ -43,7 +43,7 @@ func New(cfg rules.Config, env rules.Env) (*interceptor.Interceptor, error) {
 	}
 	return &interceptor.Interceptor{
 		Name:  Name,
-		Files: cfg.Files(),
+		Files: set.Files,
 		Hooks: []interceptor.Hook{
 			{Key: 1, MaxVersion: interceptor.Latest, Response: e.openFetch},
 			{Key: 78, MaxVersion: interceptor.Latest, Response: e.openShareFetch},

@@ -8,6 +8,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/strait-proxy/strait/crypto/envelope"
+	"github.com/strait-proxy/strait/crypto/fields"
 	"github.com/strait-proxy/strait/crypto/rules"
 	"github.com/strait-proxy/strait/interceptor"
 	"github.com/strait-proxy/strait/records"
@@ -121,6 +122,10 @@ func (e *decrypter) openPartition(ctx context.Context, ar *rules.Arena, topic st
 		return batches, false, nil
 	}
 	aad := e.AADTopic(r, topic)
+	var walker fields.Walker // the fields of topic's values, if a field rule covers it
+	if r != nil {
+		walker = r.WalkerFor(topic)
+	}
 	var arena, valBuf []byte
 	var ref []byte // the record's key reference, when its fields are detached envelopes
 	open := func(path string, ct []byte) ([]byte, error) {
@@ -160,9 +165,9 @@ func (e *decrypter) openPartition(ctx context.Context, ar *rules.Arena, topic st
 			case parts&envelope.PartValue != 0:
 				value, err = open(envelope.PathValue, value)
 			case parts&envelope.PartFields != 0:
-				if r == nil || r.Walker == nil {
+				if walker == nil {
 					err = errNoFieldRule
-				} else if valBuf, err = r.Walker.Open(valBuf[:0], value, open); err == nil {
+				} else if valBuf, err = walker.Open(valBuf[:0], value, open); err == nil {
 					value = valBuf
 				}
 			}

@@ -41,7 +41,7 @@ func New(cfg rules.Config, env rules.Env) (*interceptor.Interceptor, error) {
 	}
 	return &interceptor.Interceptor{
 		Name:  Name,
-		Files: cfg.Files(),
+		Files: set.Files,
 		Hooks: []interceptor.Hook{
 			{Key: 0, MaxVersion: interceptor.Latest, Request: e.sealProduce, Response: e.mergeProduceFailures},
 		},
@@ -59,7 +59,7 @@ const minWrappedDEK = 40
 // for fields, the key reference header plus one detached envelope.
 func minGrowth(r *rules.Compiled) int {
 	whole := envelope.HeaderOverhead(envelope.PartValue) + envelope.Overhead(len(r.KeyID), minWrappedDEK, 0)
-	if r.Walker == nil {
+	if !r.ByField() {
 		return whole
 	}
 	fieldsGrowth := envelope.HeaderOverhead(envelope.PartFields) +

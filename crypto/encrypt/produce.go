@@ -58,6 +58,9 @@ func (e *encrypter) sealProduce(ctx context.Context, x *interceptor.Exchange) er
 			name = n
 		}
 		r := e.For(name)
+		if r != nil && r.ByField() && r.WalkerFor(name) == nil {
+			r = nil // classifications the catalog gives no field of this topic: nothing to encrypt
+		}
 		if r == nil {
 			keptTopics = append(keptTopics, t)
 			continue
@@ -155,6 +158,7 @@ func addRefused(resp *kmsg.ProduceResponse, fails []refused) {
 func (e *encrypter) sealRecords(ctx context.Context, r *rules.Compiled, topic string, dst, batches []byte, limit int) ([]byte, error) {
 	s := r.Sealer
 	aad := e.AADTopic(r, topic)
+	walker := r.WalkerFor(topic) // nil: the whole value
 	// arena holds this record's ciphertexts: the records package reads what
 	// the callback assigns before the next record, so it is reused.
 	var arena []byte
@@ -203,7 +207,7 @@ func (e *encrypter) sealRecords(ctx context.Context, r *rules.Compiled, topic st
 			got |= envelope.PartKey
 		}
 		if rec.Value != nil { // a null value (tombstone) has nothing to hide
-			if r.Walker == nil {
+			if walker == nil {
 				v, err := seal(envelope.PathValue, rec.Value)
 				if err != nil {
 					return false, fmt.Errorf("value of offset delta %d: %w", rec.OffsetDelta(), err)
@@ -216,7 +220,7 @@ func (e *encrypter) sealRecords(ctx context.Context, r *rules.Compiled, topic st
 					return false, fmt.Errorf("fields of offset delta %d: %w", rec.OffsetDelta(), err)
 				}
 				fields = 0
-				v, err := r.Walker.Seal(valBuf[:0], rec.Value, sealField)
+				v, err := walker.Seal(valBuf[:0], rec.Value, sealField)
 				if err != nil {
 					return false, fmt.Errorf("fields of offset delta %d: %w", rec.OffsetDelta(), err)
 				}

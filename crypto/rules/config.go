@@ -32,6 +32,10 @@ type Config struct {
 	SchemaRegistry *SchemaRegistry `json:"schema_registry,omitempty"`
 	// Limits bound what one record batch may cost to read or rewrite.
 	Limits Limits `json:"limits,omitempty"`
+	// Catalog is the data classification catalog file (package catalog,
+	// the file the policy interceptor reads), for rules that name
+	// classifications instead of field paths.
+	Catalog string `json:"catalog,omitempty"`
 }
 
 // Limits bound the work one record batch can cause (decompression and
@@ -120,8 +124,13 @@ type Rule struct {
 	// Format of the value: raw (default), json, avro or protobuf. Only
 	// needed with Fields.
 	Format string `json:"format,omitempty"`
-	// Fields to encrypt ($.a.b, $.list[*].c). Empty: the whole value.
+	// Fields to encrypt ($.a.b, $.list[*].c). Empty (and no
+	// Classifications): the whole value.
 	Fields []string `json:"fields,omitempty"`
+	// Classifications to encrypt, instead of Fields: every field the
+	// catalog (Config.Catalog) gives one of these classifications, in the
+	// catalog entry of the record's topic, whose format and schemas apply.
+	Classifications []string `json:"classifications,omitempty"`
 	// EncryptKey encrypts the record key too (whole). Note that the broker
 	// partitions and compacts by the encrypted key.
 	EncryptKey bool `json:"encrypt_key,omitempty"`
@@ -257,6 +266,23 @@ func (c *Config) validate() []string {
 		} else if !contains(provs, kmsName) {
 			add(p+".kms", "%q is not configured under kms (configured: %s)", kmsName, strings.Join(provs, ", "))
 		}
+		if len(r.Classifications) > 0 {
+			if c.Catalog == "" {
+				add(p+".classifications", "need catalog: the data classification catalog file that defines them")
+			}
+			if len(r.Fields) > 0 {
+				add(p+".classifications", "a rule names fields or classifications, not both")
+			}
+			if r.Format != "" || len(r.Schemas) > 0 {
+				add(p+".classifications", "format and schemas come from the catalog entry of each topic: remove them from the rule")
+			}
+			for j, cl := range r.Classifications {
+				if cl == "" {
+					add(fmt.Sprintf("%s.classifications[%d]", p, j), "empty classification")
+				}
+			}
+			continue
+		}
 		switch r.Format {
 		case "", "raw":
 			if len(r.Fields) > 0 {
@@ -287,8 +313,12 @@ func contains(l []string, s string) bool {
 }
 
 // matches reports whether topic matches one of the rule's names or globs.
-func (r *Rule) matches(topic string) bool {
-	for _, t := range r.Topics {
+func (r *Rule) matches(topic string) bool { return matchAny(r.Topics, topic) }
+
+// matchAny reports whether topic is one of names or matches one of them as
+// a glob.
+func matchAny(names []string, topic string) bool {
+	for _, t := range names {
 		if t == topic {
 			return true
 		}
@@ -306,6 +336,9 @@ func (c Config) Files() []string {
 	var out []string
 	if c.KMS.Local != nil {
 		out = append(out, c.KMS.Local.Keyring)
+	}
+	if c.Catalog != "" {
+		out = append(out, c.Catalog)
 	}
 	for _, r := range c.Rules {
 		for _, s := range r.Schemas {

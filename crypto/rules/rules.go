@@ -14,12 +14,16 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path"
+	"slices"
+	"sort"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
+	"github.com/strait-proxy/strait/catalog"
 	"github.com/strait-proxy/strait/crypto/envelope"
 	"github.com/strait-proxy/strait/crypto/fields"
 	"github.com/strait-proxy/strait/crypto/kms"
@@ -52,6 +56,8 @@ type Set struct {
 	LeaveEncrypted bool
 	Metrics        *Metrics
 	Burst          *burstlog.Logger // rate-limited error logs
+	// Files are the files read to build the Set (Interceptor.Files).
+	Files []string
 
 	log       *slog.Logger
 	sealers   map[string]*envelope.Sealer
@@ -66,8 +72,31 @@ type Compiled struct {
 	Index int
 	// Sealer seals under the rule's key store.
 	Sealer *envelope.Sealer
-	// Walker finds the rule's fields; nil: the whole value.
-	Walker fields.Walker
+
+	walker  fields.Walker    // Fields; nil: the whole value (or classifications)
+	cat     *catalog.Catalog // Classifications: the catalog...
+	byEntry []fields.Walker  // ...and a walker per catalog entry (nil: no field of it)
+}
+
+// ByField reports whether r encrypts fields (by path or classification)
+// rather than the whole value.
+func (r *Compiled) ByField() bool { return r.walker != nil || r.cat != nil }
+
+// WalkerFor is the walker of r's fields in topic's values: the rule's
+// paths, or, for classifications, the fields the catalog entry classifying
+// topic gives them. Nil for a whole-value rule, and for a topic whose
+// catalog entry (if any) carries none of the rule's classifications: its
+// records have nothing to encrypt.
+func (r *Compiled) WalkerFor(topic string) fields.Walker {
+	if r.cat == nil {
+		return r.walker
+	}
+	for i := range r.cat.Topics { // the first entry matching, as catalog.Lookup
+		if matchAny(r.cat.Topics[i].Topics, topic) {
+			return r.byEntry[i]
+		}
+	}
+	return nil
 }
 
 // Open validates cfg and builds what it names. The caller closes the Set.
@@ -133,6 +162,15 @@ func Open(cfg Config, env Env) (*Set, error) {
 			return nil, fmt.Errorf("schema_registry: %w", err)
 		}
 	}
+	e.Files = cfg.Files()
+	var cat *catalog.Catalog
+	if cfg.Catalog != "" {
+		if cat, err = loadCatalog(cfg.Catalog); err != nil {
+			e.Close()
+			return nil, err
+		}
+		e.Files = append(e.Files, cat.SchemaFiles()...)
+	}
 	var localKeys map[string]bool // key ids in the local keyring, to check rules early
 	if cfg.KMS.Local != nil && env.Providers == nil {
 		infos, err := local.List(cfg.KMS.Local.Keyring)
@@ -161,15 +199,115 @@ func Open(cfg Config, env Env) (*Set, error) {
 			return nil, fmt.Errorf("rules[%d].kms: %q is not configured", i, store)
 		}
 		if len(r.Fields) > 0 {
-			if cr.Walker, err = newWalker(r, reg2); err != nil {
+			if cr.walker, err = newWalker(r, reg2); err != nil {
 				e.Close()
 				return nil, fmt.Errorf("rules[%d]: %w", i, err)
+			}
+		}
+		if len(r.Classifications) > 0 {
+			if err := cr.classify(cat, cfg.Catalog, reg2); err != nil {
+				e.Close()
+				return nil, err
 			}
 		}
 		e.Rules = append(e.Rules, cr)
 	}
 	return e, nil
 }
+
+// loadCatalog reads and checks the catalog file; its errors name their
+// place in it ("catalog.topics[0].fields[$.x]: ...").
+func loadCatalog(file string) (*catalog.Catalog, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("catalog: %w", err)
+	}
+	return catalog.Parse(b, "catalog")
+}
+
+// classify compiles a rule that names classifications: for every catalog
+// entry that may classify a topic of the rule, a walker of the entry's
+// fields that carry one of them, in the entry's format and with its
+// schemas. Errors: a classification the catalog does not define, an entry
+// whose walker cannot be built, and a rule no field of the catalog answers
+// (a typo in either file would otherwise leave every record in clear).
+func (r *Compiled) classify(cat *catalog.Catalog, file string, reg *fields.Registry) error {
+	p := fmt.Sprintf("rules[%d].classifications", r.Index)
+	for j, cl := range r.Classifications {
+		if _, ok := cat.Classifications[cl]; !ok {
+			known := make([]string, 0, len(cat.Classifications))
+			for k := range cat.Classifications {
+				known = append(known, k)
+			}
+			sort.Strings(known)
+			return fmt.Errorf("%s[%d]: %q is not a classification of the catalog %s (it defines: %s)", p, j, cl, file, strings.Join(known, ", "))
+		}
+	}
+	r.cat, r.byEntry = cat, make([]fields.Walker, len(cat.Topics))
+	found := false
+	for i := range cat.Topics {
+		t := &cat.Topics[i]
+		if !mayOverlap(r.Topics, t.Topics) {
+			continue
+		}
+		var paths []string
+		for _, cl := range r.Classifications {
+			paths = append(paths, t.Paths(cl)...)
+		}
+		if len(paths) == 0 {
+			continue
+		}
+		sort.Strings(paths)
+		paths = slices.Compact(paths)
+		format := t.Format
+		if format == "" {
+			format = "json"
+		}
+		if (format == "avro" || format == "protobuf") && len(t.Schemas) == 0 && reg == nil {
+			return fmt.Errorf("%s: catalog.topics[%d] holds %s values without local schemas: configure schema_registry", p, i, format)
+		}
+		fr := Rule{Format: format, Fields: paths}
+		for _, sc := range t.Schemas {
+			fr.Schemas = append(fr.Schemas, Schema{ID: sc.ID, Files: sc.Files, Message: sc.Name})
+		}
+		w, err := newWalker(fr, reg)
+		if err != nil {
+			return fmt.Errorf("%s: catalog.topics[%d]: %w", p, i, err)
+		}
+		r.byEntry[i], found = w, true
+	}
+	if !found {
+		return fmt.Errorf("%s: no field of the catalog's entries for topics %v carries %s", p, r.Topics, strings.Join(r.Classifications, " or "))
+	}
+	return nil
+}
+
+// mayOverlap reports whether some topic could match both a name or glob of
+// a and one of b: a name of either side must match the other side's glob;
+// two globs are taken to overlap.
+func mayOverlap(a, b []string) bool {
+	for _, x := range a {
+		for _, y := range b {
+			switch {
+			case x == y:
+				return true
+			case !isGlob(x):
+				if ok, _ := path.Match(y, x); ok {
+					return true
+				}
+			case !isGlob(y):
+				if ok, _ := path.Match(x, y); ok {
+					return true
+				}
+			default:
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func isGlob(s string) bool { return strings.ContainsAny(s, `*?[\`) }
 
 func newWalker(r Rule, reg *fields.Registry) (fields.Walker, error) {
 	switch r.Format {
