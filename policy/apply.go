@@ -40,13 +40,15 @@ type applier struct {
 	cur     *group
 	value   []byte
 	canon   []string
+	locs    []loc    // locate: the paths found, in document order
+	curLoc  *locator // locate: the locator walking
 	// the callbacks, bound once (a method value allocates per use)
-	locateFn, collectFn fields.SealFunc
+	locateFn, collectFn, findFn fields.SealFunc
 }
 
 func newApplier(tok *tokenizer) *applier {
 	ap := &applier{tok: tok}
-	ap.locateFn, ap.collectFn = ap.locate, ap.collect
+	ap.locateFn, ap.collectFn, ap.findFn = ap.spanOf, ap.collect, ap.find
 	return ap
 }
 
@@ -62,8 +64,8 @@ func (ap *applier) collect(p string, pt []byte) ([]byte, error) {
 
 var errAlias = errors.New("policy: walker returned a value that does not alias the input")
 
-// locate is the SealFunc that records spans.
-func (ap *applier) locate(_ string, pt []byte) ([]byte, error) {
+// spanOf is the SealFunc that records spans.
+func (ap *applier) spanOf(_ string, pt []byte) ([]byte, error) {
 	off := cap(ap.value) - cap(pt)
 	if len(pt) == 0 || off < 0 || off+len(pt) > len(ap.value) || &ap.value[off] != &pt[0] {
 		return nil, errAlias
@@ -122,6 +124,12 @@ func (ap *applier) apply(d *decision, value []byte, stillEncrypted bool, c *coun
 	if d.avro {
 		return ap.applyAvro(d, value, stillEncrypted, c)
 	}
+	return ap.splice(value, stillEncrypted, c)
+}
+
+// splice writes value with the JSON replacements of ap.spans (sorted by
+// start) into ap.out; every other byte is copied.
+func (ap *applier) splice(value []byte, stillEncrypted bool, c *counts) ([]byte, bool, error) {
 	out := ap.out[:0]
 	last := 0
 	changed := false

@@ -12,27 +12,29 @@ import (
 )
 
 // benchRecords is one fetch partition of n JSON orders, countries cycling
-// through four values.
-func benchRecords(n int) []byte {
-	countries := []string{"usa", "brazil", "france", "japan"}
+// through four values (or all "usa").
+func benchRecords(n int, countries ...string) []byte {
+	if len(countries) == 0 {
+		countries = []string{"usa", "brazil", "france", "japan"}
+	}
 	recs := make([]kmsg.Record, n)
 	for i := range recs {
 		recs[i] = rec(fmt.Sprintf("k%d", i), fmt.Sprintf(`{"name":"Person %d","address":"%d Main St","country":%q,"ssn_id":"123-45-%04d","account":"6789%08d","Order_time":"2024-03-01T10:00:00Z","itemid":"I-%d"}`,
-			i, i, countries[i%4], i%10000, i, i))
+			i, i, countries[i%len(countries)], i%10000, i, i))
 	}
 	return batch(0, -1, false, recs...)
 }
 
 // runFetch runs the Fetch response hook over the same partition b.N
 // times and reports records/s.
-func runFetch(b *testing.B, cfg Config, principal string, n int) {
+func runFetch(b *testing.B, cfg Config, principal string, n int, countries ...string) {
 	p, err := NewPolicy(cfg, Env{})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer p.Close()
 	ic := p.Interceptor()
-	in := benchRecords(n)
+	in := benchRecords(n, countries...)
 	conn := &interceptor.Conn{ID: 1, Listener: "bootstrap", NodeID: -1, RemoteAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 40000}}
 	conn.SetClientID("bench")
 	conn.SetPrincipal(interceptor.Principal{Name: principal, Mechanism: "mtls"})
@@ -71,6 +73,20 @@ func benchPolicy(b *testing.B, src string) Config {
 // record costs finding one field, a cache lookup, and the redaction.
 func BenchmarkPerRecordValueField(b *testing.B) {
 	runFetch(b, demoConfig(b), "us-financial", 1000)
+}
+
+// BenchmarkPerRecordValueFieldRedactAll: the same policy on records that
+// are all delivered with four fields redacted (what BenchmarkConsume's
+// policy-redact case does per record).
+func BenchmarkPerRecordValueFieldRedactAll(b *testing.B) {
+	runFetch(b, demoConfig(b), "us-financial", 1000, "usa")
+}
+
+// BenchmarkPerRecordValueFieldFullPII: the same policy for a principal it
+// decides on the principal alone: the probe finds that the records need
+// not be read, and they are delivered as they are.
+func BenchmarkPerRecordValueFieldFullPII(b *testing.B) {
+	runFetch(b, demoConfig(b), "full-pii", 1000)
 }
 
 // BenchmarkPerRecordValueFieldNoRedaction: same, for a principal who sees

@@ -82,6 +82,9 @@ type decision struct {
 	// behind a length prefix) and tf holds their schemas.
 	avro, proto bool
 	tf          *TopicFields
+	// plan: the decision's actions by locator slot (locate.go)
+	planOnce sync.Once
+	plan     *plan
 }
 
 // topicInfo is the catalog's view of one topic.
@@ -97,6 +100,7 @@ type topicInfo struct {
 	valOnce sync.Once
 	valW    fields.Walker // finds the value paths the policy reads
 	valErr  error
+	locState
 }
 
 // valueWalker finds the value paths the policy reads in this topic's

@@ -52,12 +52,23 @@ type reads struct {
 	parsedPaths                           [][]pathSeg
 	valWalker                             fields.Walker // finds valuePaths in a JSON value
 	nondeterministic                      bool          // time.now_ns, rand.intn, http.send...
+	forced                                bool          // per_record: true
+	headRecord                            bool          // a rule head holds record content
 	refs                                  []string      // for `strait policy eval` and logs
 }
 
 // record reports whether the decision depends on anything per record.
 func (r *reads) record() bool {
 	return r.whole || r.offset || r.timestamp || r.key || r.headers || len(r.headerNames) > 0 || r.value || len(r.valuePaths) > 0
+}
+
+// probeable reports whether, for one connection's context, the policy may
+// be probed for a decision that does not depend on the record (see
+// probe.go): it reads record content, but not the input as a whole, is
+// deterministic, per-record evaluation is not forced, and no rule head
+// carries record content (heads are not traced).
+func (r *reads) probeable() bool {
+	return r.record() && !r.whole && !r.nondeterministic && !r.forced && !r.headRecord
 }
 
 // cacheable reports whether decisions may be cached by the inputs read.
@@ -183,6 +194,7 @@ func Load(cfg Config) (*Compiled, error) {
 	}
 	if cfg.PerRecord != nil && *cfg.PerRecord {
 		rd.value, rd.offset = true, true // evaluate every record, cache nothing
+		rd.forced = true
 	}
 
 	opts := []func(*rego.Rego){rego.Query(query), rego.Compiler(compiler), rego.SetRegoVersion(ast.RegoV1)}
@@ -295,6 +307,14 @@ func analyze(c *ast.Compiler, q ast.Ref) (reads, error) {
 		}
 	}
 	sort.Strings(rd.refs)
+	for _, m := range c.Modules {
+		ast.WalkRules(m, func(r *ast.Rule) bool {
+			if readsRecord(r.Head) {
+				rd.headRecord = true
+			}
+			return rd.headRecord
+		})
+	}
 	// Non-deterministic built-ins (time, randomness, HTTP) make a decision
 	// depend on more than its input: never cache those.
 	for _, m := range c.Modules {

@@ -51,6 +51,7 @@ type Policy struct {
 	timeout time.Duration
 	burst   *burstlog.Logger
 	rw      records.Rewriter
+	workers int // runs of one large partition decided at once (parallel.go)
 }
 
 // runtime is one version of the policy with its caches; a reload swaps it
@@ -58,6 +59,7 @@ type Policy struct {
 type runtime struct {
 	c       *Compiled
 	cache   decisionCache
+	probes  probeCache
 	walkers walkerCache
 	topics  sync.Map // name -> *topicInfo
 }
@@ -96,6 +98,7 @@ func NewPolicy(cfg Config, env Env) (*Policy, error) {
 	}
 	p := &Policy{cfg: cfg, log: log, topics: env.Topics, m: newMetrics(reg)}
 	p.burst = burstlog.New(log)
+	p.workers = defaultWorkers()
 	if p.topics == nil {
 		p.topics = topicid.New()
 	}
@@ -130,6 +133,7 @@ func (p *Policy) swap(c *Compiled) {
 	}
 	rt := &runtime{c: c}
 	rt.cache.max = size
+	rt.probes.max = size
 	p.st.Store(rt)
 }
 
@@ -311,9 +315,18 @@ func (p *Policy) partition(ctx context.Context, rt *runtime, ap *applier, ar *ar
 	b := batchAudit{first: -1, last: -1}
 
 	// Message sets of magic 0/1 would pass the rewriter unseen: refuse.
+	n := 0
+	var bounds []int // batch end positions, for a parallel rewrite
+	big := len(batches) >= parallelMinBytes && p.workers > 1
 	if err := records.Walk(batches, func(bt *records.Batch) error {
 		if !bt.Partial && bt.Magic < 2 {
 			return errLegacy
+		}
+		if !bt.Partial && !bt.IsControl() {
+			n += int(bt.Header.NumRecords)
+		}
+		if big {
+			bounds = append(bounds, bt.Pos+len(bt.Raw))
 		}
 		return nil
 	}); err != nil {
@@ -323,6 +336,11 @@ func (p *Policy) partition(ctx context.Context, rt *runtime, ap *applier, ar *ar
 	var whole *decision
 	if !rd.record() {
 		whole = p.decide(ctx, rt, pc, nil, nil, nil)
+	} else if rd.probeable() {
+		// For this connection the policy may not look at the records.
+		whole = p.contextDecision(ctx, rt, pc, n)
+	}
+	if whole != nil {
 		if !whole.drop && len(whole.groups) == 0 {
 			// Deliver as is: count for the audit line without decoding.
 			_ = records.Walk(batches, func(bt *records.Batch) error {
@@ -336,59 +354,113 @@ func (p *Policy) partition(ctx context.Context, rt *runtime, ap *applier, ar *ar
 			return batches, false, nil
 		}
 	}
-	key := pc.key
-	out, changed, err := p.rw.Filter(ar.buf(x), batches, func(rec *records.Record) (records.Verdict, error) {
-		off := rec.Offset()
-		b.span(off, off)
-		d := whole
-		if d == nil {
-			d, key = p.recordDecision(ctx, rt, ap, pc, rec, key)
+	run := &filterRun{p: p, ctx: ctx, rt: rt, pc: pc, whole: whole, loc: ti.locator(rd), ap: ap, b: b, key: pc.key}
+	var out []byte
+	var changed bool
+	var err error
+	if chunks := p.chunks(batches, bounds); len(chunks) > 1 {
+		out, changed, err = p.filterParallel(run, ar, x, batches, chunks)
+	} else {
+		out, changed, err = p.rw.Filter(ar.buf(x), batches, run.record)
+		if changed {
+			out = ar.keep(out)
 		}
-		if d.failed != "" {
-			b.failed++
-		}
-		if d.drop {
-			b.dropped++
-			return records.Drop, nil
-		}
-		b.delivered++
-		if len(d.groups) == 0 || rec.Value == nil {
-			return records.Keep, nil
-		}
-		_, enc := rec.Header(envelope.HeaderKey)
-		v, ch, err := ap.apply(d, rec.Value, enc, &b.counts)
-		if err != nil {
-			// The value could not be read in its format: nothing of it can
-			// be shown, whatever on_error says (redacting needs reading;
-			// a null value would read as a tombstone): drop it.
-			p.m.failures.WithLabelValues("value").Inc()
-			p.burst.Error("record failed closed: its value could not be rewritten", "topic", topic, "partition", part, "offset", off, "err", err)
-			b.failed++
-			b.delivered--
-			b.dropped++
-			return records.Drop, nil
-		}
-		if !ch {
-			return records.Keep, nil
-		}
-		rec.Value = v
-		return records.Changed, nil
-	})
+	}
 	if err != nil {
 		return nil, false, err
 	}
-	p.finish(rt, pc, &b, whole)
+	p.finish(rt, pc, &run.b, whole)
 	if !changed {
 		return batches, false, nil
 	}
-	return ar.keep(out), true, nil
+	return out, true, nil
+}
+
+// filterRun is the state of deciding a run of batches on one goroutine.
+type filterRun struct {
+	p     *Policy
+	ctx   context.Context
+	rt    *runtime
+	pc    *partCtx
+	whole *decision // the partition's decision, nil: per record
+	loc   *locator  // nil: no single-walk locator for the topic
+	ap    *applier
+	b     batchAudit
+	key   []byte // the cache key buffer
+	// Records of a partition tend to share their fate: after a dropped
+	// record, the next is decided with a walk for the read fields alone
+	// (cheaper than the locator's walk when it is dropped too).
+	prevDropped bool
+}
+
+// record is the records.Filter callback.
+func (f *filterRun) record(rec *records.Record) (records.Verdict, error) {
+	p, ap, loc, b := f.p, f.ap, f.loc, &f.b
+	off := rec.Offset()
+	b.span(off, off)
+	d := f.whole
+	located := false
+	if d == nil {
+		dl := loc
+		if f.prevDropped {
+			dl = nil
+		}
+		d, f.key, located = p.recordDecision(f.ctx, f.rt, ap, f.pc, rec, f.key, dl)
+		f.prevDropped = d.drop
+	}
+	if d.failed != "" {
+		b.failed++
+	}
+	if d.drop {
+		b.dropped++
+		return records.Drop, nil
+	}
+	b.delivered++
+	if len(d.groups) == 0 || rec.Value == nil {
+		return records.Keep, nil
+	}
+	_, enc := rec.Header(envelope.HeaderKey)
+	var (
+		v      []byte
+		ch, ok bool
+		err    error
+	)
+	if loc != nil {
+		// One walk: the one that found the read fields, or one now.
+		if !located {
+			err = ap.locate(loc, rec.Value)
+		}
+		if err == nil {
+			v, ch, ok, err = ap.applyLocated(d, loc, rec.Value, enc, &b.counts)
+		}
+	}
+	if !ok && err == nil {
+		v, ch, err = ap.apply(d, rec.Value, enc, &b.counts)
+	}
+	if err != nil {
+		// The value could not be read in its format: nothing of it can
+		// be shown, whatever on_error says (redacting needs reading;
+		// a null value would read as a tombstone): drop it.
+		p.m.failures.WithLabelValues("value").Inc()
+		p.burst.Error("record failed closed: its value could not be rewritten", "topic", f.pc.topic, "partition", f.pc.partition, "offset", off, "err", err)
+		b.failed++
+		b.delivered--
+		b.dropped++
+		return records.Drop, nil
+	}
+	if !ch {
+		return records.Keep, nil
+	}
+	rec.Value = v
+	return records.Changed, nil
 }
 
 // recordDecision decides one record: it finds the value fields the policy
 // reads, then asks the cache or OPA. key is the reusable cache key buffer
 // (it starts with the partition's context key); the grown buffer is
-// returned for the next record.
-func (p *Policy) recordDecision(ctx context.Context, rt *runtime, ap *applier, pc *partCtx, rec *records.Record, key []byte) (*decision, []byte) {
+// returned for the next record. With a locator (loc not nil) the value is
+// walked with it, and located reports that ap holds its spans.
+func (p *Policy) recordDecision(ctx context.Context, rt *runtime, ap *applier, pc *partCtx, rec *records.Record, key []byte, loc *locator) (d *decision, _ []byte, located bool) {
 	rd := &rt.c.reads
 	ti := pc.ti
 	var vals [][]byte
@@ -400,26 +472,32 @@ func (p *Policy) recordDecision(ctx context.Context, rt *runtime, ap *applier, p
 		readVal, err = protoJSON(ti.tf, readVal)
 	}
 	if err == nil && len(rd.valuePaths) > 0 && readVal != nil {
-		var w fields.Walker
-		w, err = ti.valueWalker(rd)
-		if err == nil {
-			vals, err = ap.extract(w, rd.valuePaths, readVal)
+		if loc != nil {
+			if err = ap.locate(loc, readVal); err == nil {
+				vals, located = ap.readVals(loc, readVal), true
+			}
+		} else {
+			var w fields.Walker
+			w, err = ti.valueWalker(rd)
+			if err == nil {
+				vals, err = ap.extract(w, rd.valuePaths, readVal)
+			}
 		}
 	}
 	if err != nil {
 		p.m.failures.WithLabelValues("value").Inc()
 		p.burst.Error("record failed closed: the fields the policy reads could not be found", "topic", pc.topic, "partition", pc.partition, "offset", rec.Offset(), "err", err)
-		return failClosed(p.cfg.OnError, ti, &rt.walkers, "value"), key
+		return failClosed(p.cfg.OnError, ti, &rt.walkers, "value"), key, false
 	}
 	k := key
 	if rd.cacheable() {
 		k = recordKey(k, rd, rec, vals)
 	}
-	d := p.decide(ctx, rt, pc, rec, vals, readVal, k...)
+	d = p.decide(ctx, rt, pc, rec, vals, readVal, k...)
 	if rd.cacheable() {
 		key = k[:len(pc.key)] // reuse the buffer
 	}
-	return d, key
+	return d, key, located
 }
 
 // recordKey appends the record parts the policy reads to the key.

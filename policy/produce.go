@@ -152,7 +152,7 @@ func (p *Policy) refuseProduce(ctx context.Context, rt *runtime, ap *applier, co
 			}
 			return p.rw.Records(bt, func(rec *records.Record) error {
 				var d *decision
-				d, key = p.recordDecision(ctx, rt, ap, pc, rec, key)
+				d, key, _ = p.recordDecision(ctx, rt, ap, pc, rec, key, nil)
 				switch {
 				case d.failed != "":
 					b.failed++
