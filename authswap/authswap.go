@@ -168,6 +168,7 @@ func New(cfg Config, env Env) (*interceptor.Interceptor, error) {
 	ic := &interceptor.Interceptor{Name: Name, OnConnect: a.connect}
 	if a.cache != nil {
 		ic.OnUpstream = a.upstream
+		ic.OnReauth = a.reauth // KIP-368, before the broker's session lifetime ends (reauth.go)
 		// Close stops Vault token renewal.
 		ic.Close = a.cache.Close
 	}

@@ -10,6 +10,7 @@ type metrics struct {
 	auth     *prometheus.CounterVec // mechanism, result, reason
 	lookups  *prometheus.CounterVec // store, result
 	upstream *prometheus.CounterVec // mechanism, result, reason
+	reauth   *prometheus.CounterVec // mechanism, result, reason
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -26,8 +27,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "strait_authswap_upstream_authentications_total",
 			Help: "Upstream SASL authentications by mechanism, result and failure reason (rejected, unsupported_mechanism, handshake, protocol).",
 		}, []string{"mechanism", "result", "reason"}),
+		reauth: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "strait_authswap_upstream_reauthentications_total",
+			Help: "KIP-368 re-authentications of upstream connections in use, by mechanism, result and failure reason (anonymous, no_mapping, credentials_unavailable, sasl).",
+		}, []string{"mechanism", "result", "reason"}),
 	}
-	for _, p := range []**prometheus.CounterVec{&m.auth, &m.lookups, &m.upstream} {
+	for _, p := range []**prometheus.CounterVec{&m.auth, &m.lookups, &m.upstream, &m.reauth} {
 		*p = promreg.Register(reg, *p) // every authswap generation counts into one series
 	}
 	return m

@@ -145,6 +145,22 @@ func (c *Chain) Upstream(ctx context.Context, conn *Conn, up Upstream) error {
 	return nil
 }
 
+// Reauth runs every OnReauth hook in chain order on an upstream connection
+// in use whose KIP-368 session lifetime is ending. ran reports whether the
+// chain has any OnReauth hook.
+func (c *Chain) Reauth(ctx context.Context, conn *Conn, up Upstream) (ran bool, err error) {
+	for _, ic := range c.ics {
+		if ic.OnReauth == nil {
+			continue
+		}
+		ran = true
+		if err := ic.OnReauth(ctx, conn, up); err != nil {
+			return true, fmt.Errorf("%s: %w", ic.Name, err)
+		}
+	}
+	return ran, nil
+}
+
 // Close releases every interceptor's resources.
 func (c *Chain) Close() error {
 	var first error

@@ -538,3 +538,38 @@ func TestSplitBeforeLaterHookFailsClosed(t *testing.T) {
 		t.Fatalf("merge: %v, version %d; want the exchange's version", err, resp.GetVersion())
 	}
 }
+
+func TestReauthHooks(t *testing.T) {
+	var r recorder
+	boom := errors.New("boom")
+	reauth := func(name string, fail bool) *Interceptor {
+		return &Interceptor{Name: name, OnReauth: func(_ context.Context, c *Conn, up Upstream) error {
+			r.add(name + ".reauth:" + up.ServerName())
+			if fail {
+				return boom
+			}
+			return nil
+		}}
+	}
+	ctx := context.Background()
+	conn := &Conn{ID: 1}
+	c := mustChain(t, reauth("a", false), &Interceptor{Name: "none", OnUpstream: func(context.Context, *Conn, Upstream) error {
+		r.add("none.upstream")
+		return nil
+	}}, reauth("b", false))
+	if ran, err := c.Reauth(ctx, conn, fakeUpstream{}); !ran || err != nil {
+		t.Fatalf("Reauth: ran %v, err %v", ran, err)
+	}
+	r.want(t, "a.reauth:b1.kafka.internal", "b.reauth:b1.kafka.internal") // OnUpstream does not run again
+
+	c = mustChain(t, reauth("a", true), reauth("b", false))
+	if ran, err := c.Reauth(ctx, conn, fakeUpstream{}); !ran || !errors.Is(err, boom) || err.Error() != "a: boom" {
+		t.Errorf("Reauth: ran %v, err %v, want a: boom", ran, err)
+	}
+	r.want(t, "a.reauth:b1.kafka.internal")
+
+	c = mustChain(t, &Interceptor{Name: "none"})
+	if ran, err := c.Reauth(ctx, conn, fakeUpstream{}); ran || err != nil {
+		t.Errorf("a chain without OnReauth: ran %v, err %v", ran, err)
+	}
+}

@@ -301,6 +301,14 @@ type Upstream interface {
 // UpstreamHook runs on every new upstream connection before the client's
 // first request is forwarded: upstream SASL lives here. An error closes the
 // client connection.
+//
+// The same type serves Interceptor.OnReauth (KIP-368): the proxy runs it on
+// an upstream connection already in use, before the session lifetime the
+// broker announced in the SaslAuthenticate response (v1+) that an
+// UpstreamHook's RoundTrip received ends. The proxy has stopped writing
+// client requests to up and every response in flight on it has come back,
+// so RoundTrip may be used as on a fresh connection. The hook must
+// authenticate as the same principal; an error closes the client connection.
 type UpstreamHook func(ctx context.Context, c *Conn, up Upstream) error
 
 // Latest as a Hook's MaxVersion covers every version from MinVersion up,
@@ -336,6 +344,13 @@ type Interceptor struct {
 	Hooks      []Hook
 	OnConnect  ConnectHook
 	OnUpstream UpstreamHook
+	// OnReauth re-authenticates an upstream connection in use before the
+	// broker's KIP-368 session lifetime ends (see UpstreamHook): upstream
+	// SASL again, as the same principal, with credentials looked up again.
+	// May be nil; if the broker announced a lifetime and no interceptor of
+	// the chain has OnReauth, the proxy closes the client connection before
+	// the session expires rather than forward on it.
+	OnReauth UpstreamHook
 	// Answers lists the APIs this interceptor always answers itself (its
 	// request hook sets the response), so Strait advertises these versions
 	// in ApiVersions whatever the broker supports: SASL termination answers

@@ -24,6 +24,7 @@ type Metrics struct {
 	spliced      [2]prometheus.Counter // request, response
 	panics       prometheus.Counter
 	budgetWaits  prometheus.Counter
+	reauthPause  prometheus.Histogram
 }
 
 // NewMetrics registers the proxy metrics on reg.
@@ -83,7 +84,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.budgetWaits = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "strait_frame_budget_waits_total", Help: "Client frames that had to wait for room in limits.max_buffered_bytes.",
 	})
-	reg.MustRegister(m.panics, m.budgetWaits)
+	m.reauthPause = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "strait_upstream_reauth_pause_seconds",
+		Help:    "How long a client's requests waited while its upstream connection re-authenticated (KIP-368): in-flight responses drained, then the SASL exchange.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2.5, 12),
+	})
+	reg.MustRegister(m.panics, m.budgetWaits, m.reauthPause)
 	reg.MustRegister(m.connsTotal, m.connsActive, m.connErrors, m.dialErrors, m.ready, m.listeners, requests, bytes, latency, local, spliced)
 	return m
 }

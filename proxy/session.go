@@ -57,6 +57,7 @@ type session struct {
 	cur            *interceptor.Exchange // the pump's current exchange
 	endErr         error                 // why the reader ended a session it left for the pump to finish
 	inFrame        bool                  // the reader has a frame's size, not yet its body
+	reauth         reauthState           // KIP-368 upstream re-authentication (reauth.go)
 }
 
 // pending is one request waiting for its response, in order.
@@ -289,6 +290,12 @@ func (ss *session) read(ctx context.Context) {
 				ss.readError(err)
 				return
 			}
+		}
+		// KIP-368: between two client requests, and before either
+		// forwarding path (splice or request) writes upstream,
+		// re-authenticate if the broker's session is about to end.
+		if !ss.reauthIfDue(ctx) {
+			return
 		}
 		if done, err := ss.spliceRequest(); err != nil {
 			ss.fail("upstream_write", err)
@@ -662,6 +669,9 @@ func (p *pending) newExchange(ss *session, h reqHeader) {
 }
 
 func (ss *session) enqueue(p pending) bool {
+	if p.up != nil {
+		ss.reauth.sent() // a response to wait for before re-authenticating
+	}
 	select {
 	case ss.pending <- p:
 		return true
@@ -765,6 +775,7 @@ func (ss *session) dial(ctx context.Context) error {
 		ss.hookError(err)
 		return err
 	}
+	ss.upstreamAuthenticated() // who it is, and when its KIP-368 session ends
 	return nil
 }
 
@@ -813,6 +824,7 @@ func (ss *session) pump(ctx context.Context) {
 				s.metrics.latency[k].Observe(time.Since(p.start).Seconds())
 				s.metrics.respBytes[k].Add(float64(n))
 				ss.bytesOut.Add(int64(n))
+				ss.reauth.answered() // done with up.r
 				continue
 			}
 			if buf == nil {
@@ -880,7 +892,9 @@ func (ss *session) pump(ctx context.Context) {
 			if p.up != nil {
 				p.up.r.idle()
 			}
-
+		}
+		if p.up != nil {
+			ss.reauth.answered() // done with up.r: a re-authentication may use it
 		}
 	}
 	ss.clientWD.arm(ss.client, stall)

@@ -100,6 +100,9 @@ type upstream struct {
 	vt   *versionTable
 	// maxFrame bounds responses to Strait's own requests (limits.max_frame_bytes).
 	maxFrame int32
+	// lifetime is the KIP-368 session lifetime the broker announced in the
+	// last successful SaslAuthenticate of Strait's own (reauth.go).
+	lifetime time.Duration
 }
 
 func newUpstream(conn net.Conn, addr string, node int32, vt *versionTable, maxFrame int32) *upstream {
@@ -117,7 +120,9 @@ func (u *upstream) ServerName() string {
 }
 
 // RoundTrip sends one request of Strait's own on a connection no client
-// request has used yet (interceptor.UpstreamHook): SASL, ApiVersions.
+// request has used yet (interceptor.UpstreamHook: SASL, ApiVersions), or
+// one whose client requests are paused with nothing in flight (OnReauth,
+// reauth.go).
 func (u *upstream) RoundTrip(ctx context.Context, req kmsg.Request) (kmsg.Response, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		_ = u.conn.SetDeadline(dl)
@@ -148,5 +153,6 @@ func (u *upstream) RoundTrip(ctx context.Context, req kmsg.Request) (kmsg.Respon
 	if err := resp.ReadFrom(body[off:]); err != nil {
 		return nil, fmt.Errorf("decode %s response: %w", kmsg.NameForKey(req.Key()), err)
 	}
+	u.noteLifetime(resp)
 	return resp, nil
 }

@@ -197,17 +197,18 @@ func histogramBase(m string) string {
 // failure, a failed upstream dial). They are checked against the source
 // instead: a `Name: "..."` declaration in a non-test Go file.
 var notScraped = map[string]string{
-	"strait_policy_records_total":                    "policy interceptor not configured",
-	"strait_policy_fields_total":                     "policy interceptor not configured",
-	"strait_policy_evaluations_total":                "policy interceptor not configured",
-	"strait_policy_cache_hits_total":                 "policy interceptor not configured",
-	"strait_policy_fail_closed_total":                "policy interceptor not configured",
-	"strait_policy_reloads_total":                    "policy interceptor not configured",
-	"strait_authswap_authentications_total":          "authswap interceptor not configured",
-	"strait_authswap_credential_lookups_total":       "authswap interceptor not configured",
-	"strait_authswap_upstream_authentications_total": "authswap interceptor not configured",
-	"strait_kms_errors_total":                        "first series at the first key-store failure",
-	"strait_upstream_dial_errors_total":              "first series at the first failed upstream dial",
+	"strait_policy_records_total":                      "policy interceptor not configured",
+	"strait_policy_fields_total":                       "policy interceptor not configured",
+	"strait_policy_evaluations_total":                  "policy interceptor not configured",
+	"strait_policy_cache_hits_total":                   "policy interceptor not configured",
+	"strait_policy_fail_closed_total":                  "policy interceptor not configured",
+	"strait_policy_reloads_total":                      "policy interceptor not configured",
+	"strait_authswap_authentications_total":            "authswap interceptor not configured",
+	"strait_authswap_credential_lookups_total":         "authswap interceptor not configured",
+	"strait_authswap_upstream_authentications_total":   "authswap interceptor not configured",
+	"strait_authswap_upstream_reauthentications_total": "authswap interceptor not configured",
+	"strait_kms_errors_total":                          "first series at the first key-store failure",
+	"strait_upstream_dial_errors_total":                "first series at the first failed upstream dial",
 }
 
 // dashboardProblems is the check itself: each dashboard metric must be in
