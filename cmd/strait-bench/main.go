@@ -52,6 +52,9 @@ const (
 	// wlEncrypt is produce through a Strait that encrypts every record
 	// value of the bench topic (local keyring), against the same load direct.
 	wlEncrypt = "encrypt"
+	// wlPolicy is consume through a Strait whose policy redacts one JSON
+	// field of every record (policy.go), against the same consumer direct.
+	wlPolicy = "policy"
 )
 
 func main() {
@@ -60,6 +63,7 @@ func main() {
 		role       string
 		cpuprofile string
 		only       string
+		synthetic  string
 	)
 	flag.DurationVar(&o.duration, "duration", 10*time.Second, "measured time of each run")
 	flag.DurationVar(&o.warmup, "warmup", 3*time.Second, "unmeasured time before each run (connections, metadata, first batches)")
@@ -71,12 +75,13 @@ func main() {
 	flag.DurationVar(&o.linger, "linger", 5*time.Millisecond, "producer linger for the throughput runs (latency runs use 0)")
 	flag.Float64Var(&o.rate, "rate", 0, "records/s of the latency runs; 0: half the direct produce throughput")
 	flag.StringVar(&o.straitConfig, "config", "", "Strait config file for the produce, consume and latency workloads (e.g. limits.max_versions)")
-	flag.StringVar(&only, "only", "produce,consume,latency,encrypt", "workloads to run")
+	flag.StringVar(&only, "only", "produce,consume,latency,encrypt,policy", "workloads to run")
 	flag.BoolVar(&o.json, "json", false, "print the results as JSON instead of a table")
 	flag.StringVar(&o.jsonFile, "json-file", "", "also write the JSON results to this file")
 	flag.StringVar(&o.profileDir, "profile-dir", "", "run Strait in-process (this binary, same proxy code) and write a CPU profile per workload here")
 	flag.StringVar(&role, "role", "", "internal: kfake or strait (child processes of the bench)")
 	flag.StringVar(&cpuprofile, "cpuprofile", "", "internal: CPU profile of the strait role")
+	flag.StringVar(&synthetic, "synthetic", "", "internal: what the kfake role serves (orders: JSON orders)")
 	flag.Parse()
 	o.only = map[string]bool{}
 	for _, w := range strings.Split(only, ",") {
@@ -87,7 +92,7 @@ func main() {
 	var err error
 	switch role {
 	case "kfake":
-		err = runKfake(o.partitions, o.recordBytes)
+		err = runKfake(o.partitions, o.recordBytes, synthetic)
 	case "strait":
 		err = runStraitInProcess(flag.Args(), cpuprofile)
 	case "":
@@ -115,7 +120,7 @@ func bench(o options) error {
 			return err
 		}
 	}
-	kf, seeds, err := startKfake(o)
+	kf, seeds, err := startKfake(o, "")
 	if err != nil {
 		return err
 	}
@@ -161,6 +166,11 @@ func bench(o options) error {
 		}
 		rep.add(wlEncrypt, runs)
 	}
+	if o.only[wlPolicy] {
+		if err := runPolicy(o, rep); err != nil {
+			return err
+		}
+	}
 	rep.finish()
 	if o.jsonFile != "" {
 		f, err := os.Create(o.jsonFile)
@@ -176,6 +186,29 @@ func bench(o options) error {
 		return rep.writeJSON(os.Stdout)
 	}
 	rep.writeTable(os.Stdout)
+	return nil
+}
+
+// runPolicy consumes JSON orders from their own kfake child, direct and
+// through a Strait running the policy of policy.go.
+func runPolicy(o options, rep *report) error {
+	kf, seeds, err := startKfake(o, "orders")
+	if err != nil {
+		return err
+	}
+	defer kf.stop()
+	cfg, cleanup, err := policyConfig()
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	runs, err := runWorkloadWith(o, wlPolicy, seeds, kf, 0, cfg, func(s []string) workload {
+		return func(ctx context.Context, m *meter) error { return consumeMax(ctx, s, o, m) }
+	})
+	if err != nil {
+		return err
+	}
+	rep.add(wlPolicy, runs)
 	return nil
 }
 

@@ -81,13 +81,13 @@ func (c *child) stop() {
 
 // startKfake re-executes this binary as the kfake role and returns the
 // cluster's bootstrap addresses, which the child prints as its first line.
-func startKfake(o options) (*child, []string, error) {
+func startKfake(o options, synthetic string) (*child, []string, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, nil, err
 	}
 	cmd := exec.Command(self, "-role", "kfake", "-partitions", strconv.Itoa(o.partitions),
-		"-record-bytes", strconv.Itoa(o.recordBytes))
+		"-record-bytes", strconv.Itoa(o.recordBytes), "-synthetic", synthetic)
 	cmd.Stderr = os.Stderr
 	// Pdeathsig: if the bench dies, its children must not outlive it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

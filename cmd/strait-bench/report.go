@@ -16,7 +16,9 @@ const (
 	targetRatio = 0.85 // through ÷ direct throughput, produce and consume
 	// targetEncryptRatio: produce through an encrypting Strait (issue 4).
 	targetEncryptRatio = 0.6
-	targetAddedP99Ms   = 1.0 // added p99 produce latency at half the direct rate
+	// targetPolicyRatio: consume through a policy-enforcing Strait (issue 7).
+	targetPolicyRatio = 0.6
+	targetAddedP99Ms  = 1.0 // added p99 produce latency at half the direct rate
 
 	// noisyOtherCores: a run during which other processes kept more than
 	// this many of the machine's cores busy is flagged as noisy.
@@ -130,8 +132,11 @@ func (r *report) add(workload string, runs []runResult) {
 		s.Met = s.AddedP99Ms <= targetAddedP99Ms
 	} else {
 		want := targetRatio
-		if workload == wlEncrypt {
+		switch workload {
+		case wlEncrypt:
 			want = targetEncryptRatio
+		case wlPolicy:
+			want = targetPolicyRatio
 		}
 		s.Target = fmt.Sprintf("ratio >= %.2f", want)
 		s.Met = s.Ratio >= want && s.Direct.FailedRecords == 0 && s.Strait.FailedRecords == 0

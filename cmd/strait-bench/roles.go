@@ -30,15 +30,23 @@ const benchTopic = "bench"
 // (BlackholeProduce); every fetch is answered from one canned batch of
 // record-bytes values (SyntheticFetch), so consumers never run dry and the
 // broker never touches a log.
-func runKfake(partitions, recordBytes int) error {
+func runKfake(partitions, recordBytes int, synthetic string) error {
+	// 128 records of 1 KiB make ~130 KiB batches: a 1 MiB partition
+	// fetch is then filled with several copies instead of one 1 MiB
+	// batch that may not fit.
+	sb := kfake.SyntheticBatch{RecordBytes: recordBytes, Records: 128}
+	switch synthetic {
+	case "":
+	case "orders": // the policy workload: JSON values
+		sb = kfake.SyntheticBatch{Batch: ordersBatch(128, recordBytes)}
+	default:
+		return fmt.Errorf("-synthetic %q: orders or nothing", synthetic)
+	}
 	c, err := kfake.NewCluster(
 		kfake.NumBrokers(3),
 		kfake.SeedTopics(int32(partitions), benchTopic),
 		kfake.BlackholeProduce(),
-		// 128 records of 1 KiB make ~130 KiB batches: a 1 MiB partition
-		// fetch is then filled with several copies instead of one 1 MiB
-		// batch that may not fit.
-		kfake.SyntheticFetch(kfake.SyntheticBatch{RecordBytes: recordBytes, Records: 128}),
+		kfake.SyntheticFetch(sb),
 	)
 	if err != nil {
 		return err
