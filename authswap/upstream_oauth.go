@@ -30,7 +30,7 @@ type UpstreamOAuthConfig struct {
 	// and client_secret in the request body).
 	ClientAuth string `json:"client_auth,omitempty"`
 	// RefreshBefore: a token is replaced when it expires within this long
-	// (default 1m).
+	// (default 1m), or within half its lifetime if that is shorter.
 	RefreshBefore config.Duration `json:"refresh_before,omitempty"`
 	// Timeout of one token request (default 10s).
 	Timeout config.Duration `json:"timeout,omitempty"`

@@ -27,9 +27,13 @@ type OAuthConfig struct {
 	// (client_id and client_secret in the body, client_secret_post).
 	ClientAuth string
 	// RefreshBefore: a token is replaced once it expires within this long
-	// (default 1m). A token living less than that is fetched for every
-	// upstream connection.
+	// (default 1m), or within half its lifetime if that is shorter: every
+	// token is reused for at least half its life.
 	RefreshBefore time.Duration
+	// MinValidity: while the token endpoint is unavailable, a token due for
+	// replacement is still used until it expires within this long (default
+	// 5s).
+	MinValidity time.Duration
 	// HTTPClient talks to the token endpoints (nil: a client with a 10s
 	// timeout and the system's roots).
 	HTTPClient *http.Client
@@ -64,6 +68,9 @@ type OAuthTokens struct {
 func NewOAuthTokens(cfg OAuthConfig) *OAuthTokens {
 	if cfg.RefreshBefore <= 0 {
 		cfg.RefreshBefore = time.Minute
+	}
+	if cfg.MinValidity <= 0 {
+		cfg.MinValidity = 5 * time.Second
 	}
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = &http.Client{Timeout: 10 * time.Second}
@@ -108,14 +115,17 @@ func (t *OAuthTokens) Source(principal string, cc ClientCredentials) TokenSource
 }
 
 // principalTokens is one principal's source: x/oauth2's reuse token source
-// (refreshing RefreshBefore ahead of the expiry) over a counted fetch.
+// (refreshing RefreshBefore, or half the token's lifetime, ahead of the
+// expiry) over a counted fetch.
 type principalTokens struct {
 	t  *OAuthTokens
 	fp [32]byte
 	cc ClientCredentials
 
 	mu    sync.Mutex
+	fetch *fetch
 	reuse oauth2.TokenSource
+	early time.Duration // reuse's early expiry
 	last  *oauth2.Token // the newest token, kept across an endpoint outage
 }
 
@@ -128,7 +138,9 @@ func (p *principalTokens) reset() {
 	if p.cc.Audience != "" {
 		conf.EndpointParams = url.Values{"audience": {p.cc.Audience}}
 	}
-	p.reuse = oauth2.ReuseTokenSourceWithExpiry(nil, &fetch{p: p, conf: conf}, p.t.cfg.RefreshBefore)
+	p.fetch = &fetch{p: p, conf: conf}
+	p.early = p.t.cfg.RefreshBefore
+	p.reuse = oauth2.ReuseTokenSourceWithExpiry(nil, p.fetch, p.early)
 	p.last = nil
 }
 
@@ -140,13 +152,10 @@ func (p *principalTokens) Invalidate() {
 	p.reset()
 }
 
-// minLeft is how long a token must still be valid to be used while its
-// refresh fails because the endpoint is unavailable.
-const minLeft = 5 * time.Second
-
-// Token returns a token valid for at least RefreshBefore, fetching one when
-// needed. While the endpoint is unavailable the newest token is used until
-// minLeft before its expiry; a refusal (the client was revoked) drops it.
+// Token returns a token valid for at least RefreshBefore (or half its
+// lifetime), fetching one when needed. While the endpoint is unavailable
+// the newest token is used until MinValidity before its expiry; a refusal
+// (the client was revoked) drops it.
 func (p *principalTokens) Token(context.Context) (string, error) {
 	p.mu.Lock()
 	reuse := p.reuse
@@ -155,6 +164,14 @@ func (p *principalTokens) Token(context.Context) (string, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if err == nil {
+		if p.last == nil || tok.AccessToken != p.last.AccessToken {
+			// A new token: reuse it for at least half its lifetime.
+			early := min(p.t.cfg.RefreshBefore, time.Until(tok.Expiry)/2)
+			if early != p.early && p.reuse == reuse {
+				p.early = early
+				p.reuse = oauth2.ReuseTokenSourceWithExpiry(tok, p.fetch, early)
+			}
+		}
 		p.last = tok
 		return tok.AccessToken, nil
 	}
@@ -165,7 +182,7 @@ func (p *principalTokens) Token(context.Context) (string, error) {
 		}
 		return "", err
 	}
-	if p.last != nil && time.Until(p.last.Expiry) > minLeft {
+	if p.last != nil && time.Until(p.last.Expiry) > p.t.cfg.MinValidity {
 		return p.last.AccessToken, nil
 	}
 	return "", err

@@ -86,8 +86,8 @@ func TestOAuthTokensReuseAndRefresh(t *testing.T) {
 			}
 		})
 	}
-	t.Run("a token expiring within refresh_before is replaced at every use", func(t *testing.T) {
-		idp := newIdP(t, 30*time.Second)
+	t.Run("a token living less than refresh_before is reused for half its life", func(t *testing.T) {
+		idp := newIdP(t, 2*time.Second)
 		ts := NewOAuthTokens(OAuthConfig{RefreshBefore: time.Minute})
 		src := ts.Source("p", ClientCredentials{TokenURL: idp.TokenURL(), ClientID: "c1", ClientSecret: secretWithSpecials})
 		for range 3 {
@@ -95,22 +95,38 @@ func TestOAuthTokensReuseAndRefresh(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if n := len(idp.Issued()); n != 3 {
-			t.Fatalf("%d tokens for 3 uses", n)
+		if n := len(idp.Issued()); n != 1 {
+			t.Fatalf("%d tokens for 3 uses at once", n)
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for len(idp.Issued()) < 2 {
+			if time.Now().After(deadline) {
+				t.Fatal("the token was never replaced")
+			}
+			if _, err := src.Token(ctx); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if is := idp.Issued(); !is[1].IssuedAt.Before(is[0].Expiry) {
+			t.Fatalf("replaced at %v, after the expiry %v", is[1].IssuedAt, is[0].Expiry)
 		}
 	})
 }
 
 func TestOAuthTokensFailures(t *testing.T) {
 	ctx := context.Background()
-	idp := newIdP(t, 30*time.Second) // always due for refresh with RefreshBefore 1m
+	idp := newIdP(t, 8*time.Second) // due for replacement after 4s (half its life)
 	var log fetchLog
-	ts := NewOAuthTokens(OAuthConfig{RefreshBefore: time.Minute, OnFetch: log.add})
+	ts := NewOAuthTokens(OAuthConfig{RefreshBefore: time.Minute, MinValidity: 500 * time.Millisecond, OnFetch: log.add})
 	cc := ClientCredentials{TokenURL: idp.TokenURL(), ClientID: "c1", ClientSecret: secretWithSpecials}
 	src := ts.Source("p", cc)
 	first, err := src.Token(ctx)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for time.Since(idp.Issued()[0].IssuedAt) < 4100*time.Millisecond {
+		time.Sleep(50 * time.Millisecond)
 	}
 	noSecret := func(err error) {
 		t.Helper()
@@ -199,4 +215,37 @@ func TestOAuthTokenRefusedByBroker(t *testing.T) {
 	if _, err := Authenticate(context.Background(), b, Credentials{Mechanism: "OAUTHBEARER", TokenSource: src}); reason(err) != "token_refused" {
 		t.Fatalf("revoked client: %v", err)
 	}
+}
+
+// BenchmarkOAuthTokens: a token from the cache, and one fetched from the
+// token endpoint double (HTTP on loopback, an ES256-signed JWT), which is
+// what a connection pays when its principal's token is due.
+//
+//	go test ./authswap/upsasl -run '^$' -bench OAuthTokens
+func BenchmarkOAuthTokens(b *testing.B) {
+	idp, err := oauthdouble.New(time.Hour)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(idp.Close)
+	idp.AddClient("c1", oauthdouble.Client{Secret: "s", Subject: "svc"})
+	ts := NewOAuthTokens(OAuthConfig{})
+	cc := ClientCredentials{TokenURL: idp.TokenURL(), ClientID: "c1", ClientSecret: "s"}
+	b.Run("cached", func(b *testing.B) {
+		src := ts.Source("p", cc)
+		for b.Loop() {
+			if _, err := src.Token(context.Background()); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("fetched", func(b *testing.B) {
+		for b.Loop() {
+			src := ts.Source("p", cc)
+			src.(*principalTokens).Invalidate()
+			if _, err := src.Token(context.Background()); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
