@@ -8,6 +8,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/strait-proxy/strait/interceptor"
+	"github.com/strait-proxy/strait/interceptor/refused"
 	"github.com/strait-proxy/strait/records"
 )
 
@@ -20,14 +21,7 @@ import (
 // actions in a produce decision are ignored (records are written as sent;
 // encryption is the encrypt interceptor's job).
 
-type refusedPart struct {
-	topic   string
-	topicID [16]byte
-	part    int32
-	code    int16
-	msg     string
-}
-
+// refusedKey keeps a request's refused partitions for the response hook.
 type refusedKey struct{}
 
 func (p *Policy) onProduce(ctx context.Context, x *interceptor.Exchange) error {
@@ -35,7 +29,7 @@ func (p *Policy) onProduce(ctx context.Context, x *interceptor.Exchange) error {
 	rt := p.st.Load()
 	conn := connOf(x)
 	ap := newApplier(p.tok)
-	var fails []refusedPart
+	var fails refused.Produce
 	keptTopics := req.Topics[:0]
 	for _, t := range req.Topics {
 		name := t.Topic
@@ -43,7 +37,7 @@ func (p *Policy) onProduce(ctx context.Context, x *interceptor.Exchange) error {
 			n, err := p.topics.Resolve(ctx, t.TopicID)
 			if err != nil {
 				for _, pt := range t.Partitions {
-					fails = append(fails, refusedPart{t.Topic, t.TopicID, pt.Partition, kerr.UnknownTopicID.Code, "strait: topic id not resolvable; policy cannot apply"})
+					fails.Add(&t, pt.Partition, kerr.UnknownTopicID.Code, "strait: topic id not resolvable; policy cannot apply")
 				}
 				p.m.failures.WithLabelValues("topic").Inc()
 				continue
@@ -54,7 +48,7 @@ func (p *Policy) onProduce(ctx context.Context, x *interceptor.Exchange) error {
 		for _, pt := range t.Partitions {
 			if why := p.refuseProduce(ctx, rt, ap, conn, name, pt.Partition, pt.Records); why != "" {
 				p.m.records.WithLabelValues("refused").Inc()
-				fails = append(fails, refusedPart{t.Topic, t.TopicID, pt.Partition, kerr.PolicyViolation.Code, "strait: " + why})
+				fails.Add(&t, pt.Partition, kerr.PolicyViolation.Code, "strait: "+why)
 				continue
 			}
 			kept = append(kept, pt)
@@ -64,56 +58,17 @@ func (p *Policy) onProduce(ctx context.Context, x *interceptor.Exchange) error {
 		}
 	}
 	req.Topics = keptTopics
-	if len(fails) == 0 {
+	if fails.Len() == 0 {
 		return nil
 	}
 	x.MarkModified()
-	if req.Acks == 0 {
-		// No response carries the error: a broker closes the connection of
-		// an acks=0 producer whose produce failed.
-		return fmt.Errorf("%w: acks=0 produce refused by policy: %s", interceptor.ErrClose, fails[0].msg)
-	}
-	if len(req.Topics) == 0 {
-		resp := req.ResponseKind().(*kmsg.ProduceResponse)
-		addRefused(resp, fails)
-		x.Respond(resp)
-		return nil
-	}
-	x.SetValue(refusedKey{}, fails)
-	return nil
+	return fails.Finish(x, req, refusedKey{}, "refused by policy")
 }
 
 // mergeProduce adds the refused partitions to the broker's response.
 func (p *Policy) mergeProduce(_ context.Context, x *interceptor.Exchange) error {
-	fails, _ := x.Value(refusedKey{}).([]refusedPart)
-	if len(fails) == 0 {
-		return nil
-	}
-	addRefused(x.Response.(*kmsg.ProduceResponse), fails)
-	x.MarkModified()
+	refused.Merge(x, refusedKey{})
 	return nil
-}
-
-func addRefused(resp *kmsg.ProduceResponse, fails []refusedPart) {
-	for _, f := range fails {
-		var t *kmsg.ProduceResponseTopic
-		for i := range resp.Topics {
-			if resp.Topics[i].Topic == f.topic && resp.Topics[i].TopicID == f.topicID {
-				t = &resp.Topics[i]
-			}
-		}
-		if t == nil {
-			nt := kmsg.NewProduceResponseTopic()
-			nt.Topic, nt.TopicID = f.topic, f.topicID
-			resp.Topics = append(resp.Topics, nt)
-			t = &resp.Topics[len(resp.Topics)-1]
-		}
-		pt := kmsg.NewProduceResponseTopicPartition()
-		pt.Partition, pt.ErrorCode = f.part, f.code
-		msg := f.msg
-		pt.ErrorMessage = &msg
-		t.Partitions = append(t.Partitions, pt)
-	}
 }
 
 // refuseProduce says why a partition's records may not be written ("":

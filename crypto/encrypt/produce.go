@@ -10,18 +10,11 @@ import (
 	"github.com/strait-proxy/strait/crypto/envelope"
 	"github.com/strait-proxy/strait/crypto/rules"
 	"github.com/strait-proxy/strait/interceptor"
+	"github.com/strait-proxy/strait/interceptor/refused"
 	"github.com/strait-proxy/strait/records"
 )
 
-// refused is a produce partition answered by Strait instead of the broker.
-type refused struct {
-	topic     string
-	topicID   [16]byte
-	partition int32
-	code      int16
-	msg       string
-}
-
+// refusedKey keeps a request's refused partitions for the response hook.
 type refusedKey struct{}
 
 // sealProduce encrypts the records of every partition a rule covers. A
@@ -31,7 +24,7 @@ type refusedKey struct{}
 // forwarded.
 func (e *encrypter) sealProduce(ctx context.Context, x *interceptor.Exchange) error {
 	req := x.Request.(*kmsg.ProduceRequest)
-	var fails []refused
+	var fails refused.Produce
 	var splits []split
 	changed := false
 	ar := rules.NewArena(x)
@@ -50,7 +43,7 @@ func (e *encrypter) sealProduce(ctx context.Context, x *interceptor.Exchange) er
 			if err != nil {
 				// Cannot tell whether a rule covers it: refuse.
 				for _, p := range t.Partitions {
-					fails = append(fails, refused{t.Topic, t.TopicID, p.Partition, kerr.UnknownTopicID.Code, "strait: " + err.Error()})
+					fails.Add(&t, p.Partition, kerr.UnknownTopicID.Code, "strait: "+err.Error())
 				}
 				changed = true
 				continue
@@ -78,7 +71,7 @@ func (e *encrypter) sealProduce(ctx context.Context, x *interceptor.Exchange) er
 				e.Metrics.PartitionsFailedClosed.Inc()
 				e.Burst.Error("produce refused: records could not be encrypted", "topic", name, "partition", p.Partition,
 					"client_id", x.Conn.ClientID(), "error_code", c, "err", err)
-				fails = append(fails, refused{t.Topic, t.TopicID, p.Partition, c, "strait: " + err.Error()})
+				fails.Add(&t, p.Partition, c, "strait: "+err.Error())
 				continue
 			}
 			p.Records = ar.Keep(out)
@@ -101,56 +94,14 @@ func (e *encrypter) sealProduce(ctx context.Context, x *interceptor.Exchange) er
 		e.Metrics.BatchesSplit.Add(float64(len(splits)))
 		x.Split(splitRequests(req, splits), mergeSplit(splits, e.lastSequence))
 	}
-	if len(fails) == 0 {
-		return nil
-	}
-	if req.Acks == 0 {
-		// No response will carry the error; a broker closes the connection
-		// of an acks=0 producer whose produce failed, so the client notices.
-		return fmt.Errorf("%w: acks=0 produce could not be encrypted: %s", interceptor.ErrClose, fails[0].msg)
-	}
-	if len(req.Topics) == 0 {
-		resp := req.ResponseKind().(*kmsg.ProduceResponse)
-		addRefused(resp, fails)
-		x.Respond(resp)
-		return nil
-	}
-	x.SetValue(refusedKey{}, fails)
-	return nil
+	return fails.Finish(x, req, refusedKey{}, "could not be encrypted")
 }
 
 // mergeProduceFailures adds the partitions Strait refused to the broker's
 // answer for the rest.
 func (e *encrypter) mergeProduceFailures(_ context.Context, x *interceptor.Exchange) error {
-	fails, _ := x.Value(refusedKey{}).([]refused)
-	if len(fails) == 0 {
-		return nil
-	}
-	addRefused(x.Response.(*kmsg.ProduceResponse), fails)
-	x.MarkModified()
+	refused.Merge(x, refusedKey{})
 	return nil
-}
-
-func addRefused(resp *kmsg.ProduceResponse, fails []refused) {
-	for _, f := range fails {
-		var t *kmsg.ProduceResponseTopic
-		for i := range resp.Topics {
-			if resp.Topics[i].Topic == f.topic && resp.Topics[i].TopicID == f.topicID {
-				t = &resp.Topics[i]
-			}
-		}
-		if t == nil {
-			nt := kmsg.NewProduceResponseTopic()
-			nt.Topic, nt.TopicID = f.topic, f.topicID
-			resp.Topics = append(resp.Topics, nt)
-			t = &resp.Topics[len(resp.Topics)-1]
-		}
-		p := kmsg.NewProduceResponseTopicPartition()
-		p.Partition, p.ErrorCode = f.partition, f.code
-		msg := f.msg
-		p.ErrorMessage = &msg
-		t.Partitions = append(t.Partitions, p)
-	}
 }
 
 // sealRecords appends to dst the batches with every record encrypted.
