@@ -70,6 +70,7 @@ func plainUpstream(ctx context.Context, up interceptor.Upstream, user, pass stri
 type reauthInterceptor struct {
 	reauths  atomic.Int64
 	strayed  atomic.Value // string: a principal OnReauth was called for that it should not have been
+	renamed  atomic.Int64 // connections closed while their principal was not the one they started with
 	password func(c *interceptor.Conn) string
 }
 
@@ -78,6 +79,11 @@ func (ri *reauthInterceptor) interceptor(withReauth bool) *interceptor.Intercept
 		Name: "test-reauth",
 		OnConnect: func(_ context.Context, c *interceptor.Conn) error {
 			c.SetPrincipal(interceptor.Principal{Name: "app", Mechanism: "test"})
+			c.OnClose(func() {
+				if c.Principal().Name != "app" {
+					ri.renamed.Add(1)
+				}
+			})
 			return nil
 		},
 		OnUpstream: func(ctx context.Context, c *interceptor.Conn, up interceptor.Upstream) error {
@@ -424,7 +430,9 @@ func TestUpstreamReauthRefused(t *testing.T) {
 	var plainErrs atomic.Int64
 	produceLoop(plain, "no-reauth-hook", stop, &plainErrs, &wg)
 
-	await(t, "refused re-authentications", 60*time.Second, func() bool { return reason(s) >= 3 && reason(plain) >= 1 })
+	await(t, "refused re-authentications", 60*time.Second, func() bool {
+		return reason(s) >= 3 && reason(plain) >= 1 && ri.renamed.Load() >= 1
+	})
 	// The healthy client's connections keep re-authenticating meanwhile.
 	before := ri.reauths.Load()
 	await(t, "more successful re-authentications", 30*time.Second, func() bool { return ri.reauths.Load() >= before+2 })
@@ -455,6 +463,6 @@ func TestUpstreamReauthRefused(t *testing.T) {
 	straittest.Must(t, err, "client")
 	defer cl.Close()
 	straittest.Must(t, cl.ProduceSync(ctx, kgo.StringRecord("after")).FirstErr(), "a new connection of the doomed client")
-	t.Logf("closed: %v by refused or impossible re-authentication, %v without OnReauth; broker refused %d; errors seen by clients: healthy %d, doomed %d, renamed %d, no-reauth-hook %d",
-		reason(s), reason(plain), refusedByBroker, healthyErrs.Load(), doomedErrs.Load(), renamedErrs.Load(), plainErrs.Load())
+	t.Logf("closed: %v by refused or impossible re-authentication (%d of them renamed), %v without OnReauth; broker refused %d; errors seen by clients: healthy %d, doomed %d, renamed %d, no-reauth-hook %d",
+		reason(s), ri.renamed.Load(), reason(plain), refusedByBroker, healthyErrs.Load(), doomedErrs.Load(), renamedErrs.Load(), plainErrs.Load())
 }

@@ -720,48 +720,69 @@ func (st *state) appendSplit(pos int) error {
 
 // appendPart appends one batch of the n records in recs (encoded, from a
 // rebuilt body): offset deltas renumbered from the first record's, which
-// also advances the base sequence.
+// also advances the base sequence. Only each record's length prefix and
+// offset delta are rewritten; the rest of it is copied as it is, and
+// uncompressed records go straight behind the header, which is written
+// last (its fields depend on the records).
 func (st *state) appendPart(pos int, recs []byte, n int32) error {
 	codec := st.hdr.Attributes & attrCompression
-	dst := st.part[:0]
+	batchStart := len(st.out)
+	var dst []byte
+	if codec == codecNone {
+		dst = append(st.out, zeroHeader[:]...)
+	} else {
+		dst = st.part[:0]
+	}
 	var base, last int32
 	var maxTS int64
-	kr := &st.kr
 	for i, p := int32(0), 0; i < n; i++ {
 		l, ln := binary.Varint(recs[p:])
-		end := p + ln + int(l)
-		kr.Headers = st.hdrs[:0]
-		if err := kr.UnsafeReadFrom(recs[p:end]); err != nil {
-			return &BatchError{Pos: pos, BaseOffset: st.hdr.FirstOffset, Err: corrupt("rebuilt record: %v", err)}
+		if ln <= 0 || l < 1 || int64(len(recs)-p-ln) < l {
+			return &BatchError{Pos: pos, BaseOffset: st.hdr.FirstOffset, Err: corrupt("rebuilt record at byte %d: bad length", p)}
 		}
-		st.hdrs = kr.Headers[:0]
+		rec := recs[p+ln : p+ln+int(l)] // attributes | timestamp delta | offset delta | key, value, headers
+		ts, tn := binary.Varint(rec[1:])
+		if tn <= 0 {
+			return &BatchError{Pos: pos, BaseOffset: st.hdr.FirstOffset, Err: corrupt("rebuilt record at byte %d: bad timestamp delta", p)}
+		}
+		off, on := binary.Varint(rec[1+tn:])
+		if on <= 0 || off < math.MinInt32 || off > math.MaxInt32 {
+			return &BatchError{Pos: pos, BaseOffset: st.hdr.FirstOffset, Err: corrupt("rebuilt record at byte %d: bad offset delta", p)}
+		}
 		if i == 0 {
-			base = kr.OffsetDelta
+			base = int32(off)
 		}
-		last = kr.OffsetDelta - base
-		kr.OffsetDelta = last
-		if i == 0 || kr.TimestampDelta64 > maxTS {
-			maxTS = kr.TimestampDelta64
+		last = int32(off) - base
+		if i == 0 || ts > maxTS {
+			maxTS = ts
 		}
-		kr.Length = int32(recordBodyLen(kr))
-		dst = kr.AppendTo(dst)
-		p = end
+		rest := rec[1+tn+on:]
+		dst = binary.AppendVarint(dst, int64(1+tn+varintLen(int64(last))+len(rest)))
+		dst = append(dst, rec[:1+tn]...)
+		dst = binary.AppendVarint(dst, int64(last))
+		dst = append(dst, rest...)
+		p += ln + int(l)
+	}
+	h := st.partHeader(base, last, n, maxTS)
+	if codec == codecNone {
+		st.out = dst
+		if hb := h.AppendTo(st.out[batchStart:batchStart]); len(hb) != batchHeaderLen {
+			return &BatchError{Pos: pos, BaseOffset: st.hdr.FirstOffset, Err: fmt.Errorf("records: batch header of %d bytes", len(hb))}
+		}
+		return st.finishBatch(pos, batchStart)
 	}
 	st.part = dst
-	batchStart := len(st.out)
-	h := st.partHeader(base, last, n, maxTS)
 	st.out = h.AppendTo(st.out)
-	if codec == codecNone {
-		st.out = append(st.out, st.part...)
-	} else {
-		var err error
-		st.out, err = compress(st.out, st.part, codec, isXerial(st.hdr.Records))
-		if err != nil {
-			return &BatchError{Pos: pos, BaseOffset: st.hdr.FirstOffset, Err: fmt.Errorf("records: %s compression: %w", Codec(st.hdr.Attributes), err)}
-		}
+	var err error
+	st.out, err = compress(st.out, st.part, codec, isXerial(st.hdr.Records))
+	if err != nil {
+		return &BatchError{Pos: pos, BaseOffset: st.hdr.FirstOffset, Err: fmt.Errorf("records: %s compression: %w", Codec(st.hdr.Attributes), err)}
 	}
 	return st.finishBatch(pos, batchStart)
 }
+
+// zeroHeader reserves a batch header's room.
+var zeroHeader [batchHeaderLen]byte
 
 // partHeader is the header of one batch of a split: st.hdr's, with the
 // record count, last offset delta, base sequence and max timestamp of the

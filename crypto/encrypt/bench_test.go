@@ -171,7 +171,9 @@ func benchFetchResponse(topic string, batch []byte) (*kmsg.FetchResponse, *kmsg.
 }
 
 // benchSeal runs the encrypt chain over a fresh Produce request of batch and
-// returns the encrypted batch.
+// returns the encrypted batches: a 1 MiB batch grows past the default
+// max.message.bytes and is split (Exchange.Split), so the batches of the
+// extra requests follow the first.
 //
 // With recycle set it then ends the exchange as the proxy does once the frame
 // is written (x.Done), which returns the interceptor's pooled buffer: the
@@ -186,7 +188,15 @@ func benchSeal(b *testing.B, ctx context.Context, chain *interceptor.Chain, conn
 		x.Done()
 		return nil
 	}
-	return p.Records
+	out := bytes.Clone(p.Records)
+	for _, r := range x.Extra() {
+		for _, t := range r.(*kmsg.ProduceRequest).Topics {
+			for _, ep := range t.Partitions {
+				out = append(out, ep.Records...)
+			}
+		}
+	}
+	return out
 }
 
 // benchOpen runs the decrypt chain over a Fetch response of batch and returns
