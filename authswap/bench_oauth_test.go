@@ -2,7 +2,6 @@ package authswap_test
 
 import (
 	"context"
-	"os"
 	"testing"
 	"time"
 
@@ -13,7 +12,6 @@ import (
 	"github.com/twmb/franz-go/pkg/sasl/oauth"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 	"golang.org/x/crypto/bcrypt"
-	"sigs.k8s.io/yaml"
 
 	"github.com/strait-proxy/strait/authswap"
 	"github.com/strait-proxy/strait/authswap/sasl"
@@ -39,12 +37,7 @@ func BenchmarkUpstreamOAuthConnections(b *testing.B) {
 	idp.AddClient("alice-client", oauthdouble.Client{Secret: secret, Subject: "alice-cloud", Audiences: []string{"kafka"}})
 	_, cluster := sasltest.Cluster(b, kfake.User("SCRAM-SHA-256", "alice-up", upPw))
 	dir := b.TempDir()
-	write := func(name string, v any) string {
-		y, _ := yaml.Marshal(v)
-		p := dir + "/" + name
-		straittest.Must(b, os.WriteFile(p, y, 0o600), "write")
-		return p
-	}
+	write := func(name string, v any) string { return writeSecretFile(b, dir, name, v) }
 	sh, _ := bcrypt.GenerateFromPassword([]byte(sasltest.SuperPass), bcrypt.MinCost)
 	sc, _ := sasl.NewScramCred("SCRAM-SHA-256", "alice", pw, 4096)
 	ttl := config.Duration(time.Minute)

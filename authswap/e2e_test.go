@@ -141,7 +141,7 @@ func (s *strait) counter(t *testing.T, name string, labels ...string) float64 {
 }
 
 // writeSecretFile writes a 0600 file.
-func writeSecretFile(t *testing.T, dir, name string, v any) string {
+func writeSecretFile(t testing.TB, dir, name string, v any) string {
 	t.Helper()
 	b, err := yaml.Marshal(v)
 	straittest.Must(t, err, "yaml")
