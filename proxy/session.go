@@ -250,14 +250,6 @@ func (ss *session) run(sni bool) {
 	}
 }
 
-// API keys the session treats specially.
-const (
-	keyProduce          = int16(kmsg.Produce)
-	keySaslHandshake    = int16(kmsg.SASLHandshake)
-	keyApiVersions      = int16(kmsg.ApiVersions)
-	keySaslAuthenticate = int16(kmsg.SASLAuthenticate)
-)
-
 // read is the reader goroutine's loop. It returns when the client closes,
 // on a fatal error (after ss.fail), or when draining.
 func (ss *session) read(ctx context.Context) {
@@ -342,11 +334,15 @@ func (ss *session) read(ctx context.Context) {
 			return
 		}
 		ss.account(h, len(frame))
-		if ss.ic.AuthPending() && h.key != keyApiVersions && h.key != keySaslHandshake && h.key != keySaslAuthenticate {
+		c := ss.classify(h, frame[h.bodyOffset:], vt)
+		switch c.verdict {
+		case unauthenticated:
 			ss.fail("unauthenticated", fmt.Errorf("%s before authentication completed", kmsg.NameForKey(h.key)))
 			return
-		}
-		if h.key == keyApiVersions { // always Strait's own answer
+		case unsupported:
+			ss.fail("unsupported_api", fmt.Errorf("%s v%d (key %d) is not forwarded by Strait", kmsg.NameForKey(h.key), h.version, h.key))
+			return
+		case answerVersions:
 			local, err := s.answerApiVersions(ctx, h)
 			if err != nil {
 				ss.fail("not_ready", err)
@@ -357,11 +353,7 @@ func (ss *session) read(ctx context.Context) {
 			}
 			continue
 		}
-		if !vt.accepts(h.key, h.version) {
-			ss.fail("unsupported_api", fmt.Errorf("%s v%d (key %d) is not forwarded by Strait", kmsg.NameForKey(h.key), h.version, h.key))
-			return
-		}
-		owned, ok := ss.request(ctx, h, frame, held)
+		owned, ok := ss.request(ctx, h, c, frame, held)
 		if owned { // an exchange keeps the frame (and its budget) until done
 			buf, held = getFrame(), 0
 		}
@@ -374,16 +366,11 @@ func (ss *session) read(ctx context.Context) {
 // request runs the chain over one request and forwards it (or enqueues a
 // local answer). owned reports whether an exchange took the frame and the
 // held budget, to give back when it is done; ok false ends the session.
-func (ss *session) request(ctx context.Context, h reqHeader, frame []byte, held int64) (owned, ok bool) {
+func (ss *session) request(ctx context.Context, h reqHeader, c class, frame []byte, held int64) (owned, ok bool) {
 	s := ss.srv
-	acks := int16(-1) // produce with acks=0 gets no response
-	if h.key == keyProduce {
-		if a, ok := produceAcks(frame[h.bodyOffset:], h.version); ok {
-			acks = a
-		}
-	}
+	acks := c.acks // produce with acks=0 gets no response
 	p := pending{key: h.key, version: h.version, corr: h.corr}
-	reqHooked, respHooked := s.chain.Load().Hooked(h.key, h.version)
+	reqHooked, respHooked := c.reqHooked, c.respHooked
 	var out []byte // a re-encoded frame, when a hook changed the request
 	if reqHooked || respHooked {
 		p.newExchange(ss, h)

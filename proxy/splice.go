@@ -47,19 +47,17 @@ func (ss *session) spliceRequest() (bool, error) {
 	}
 	vt := s.vt.Load()
 	h, err := parseReqHeader(head[4:], vt)
-	if err != nil || h.key == keyApiVersions || !vt.accepts(h.key, h.version) {
+	if err != nil {
 		return false, nil
 	}
-	reqHooked, respHooked := s.chain.Load().Hooked(h.key, h.version)
-	if reqHooked {
+	// Anything but a plain forward (the gate, ApiVersions, an unsupported
+	// version) or a request an interceptor decodes takes the read path,
+	// which acts on the same classification.
+	c := ss.classify(h, head[4+h.bodyOffset:], vt)
+	if c.verdict != forward || c.reqHooked {
 		return false, nil
 	}
-	acks := int16(-1)
-	if h.key == keyProduce {
-		if a, ok := produceAcks(head[4+h.bodyOffset:], h.version); ok {
-			acks = a
-		}
-	}
+	acks, respHooked := c.acks, c.respHooked
 	ss.account(h, n)
 	p := pending{key: h.key, version: h.version, corr: h.corr}
 
