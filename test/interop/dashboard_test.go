@@ -207,6 +207,7 @@ var notScraped = map[string]string{
 	"strait_authswap_credential_lookups_total":         "authswap interceptor not configured",
 	"strait_authswap_upstream_authentications_total":   "authswap interceptor not configured",
 	"strait_authswap_upstream_reauthentications_total": "authswap interceptor not configured",
+	"strait_authswap_oauth_token_requests_total":       "authswap interceptor not configured",
 	"strait_kms_errors_total":                          "first series at the first key-store failure",
 	"strait_upstream_dial_errors_total":                "first series at the first failed upstream dial",
 }
