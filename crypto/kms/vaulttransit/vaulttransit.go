@@ -245,7 +245,8 @@ func New(cfg Config) (*Provider, error) {
 		Method: a.Method, Token: a.Token, TokenFile: a.TokenFile, MountPath: a.MountPath,
 		RoleID: a.RoleID, RoleIDFile: a.RoleIDFile, SecretIDFile: a.SecretIDFile,
 		Role: a.Role, JWTFile: a.JWTFile, ReadSecretFile: kms.ReadSecretFile,
-	}, vaultauth.Options{})
+	}, vaultauth.Options{Renew: true}) // a renewable token is renewed before its TTL, so no call waits on a 403 and a re-login
+
 	if err != nil {
 		return nil, fmt.Errorf("vault-transit: %w", err)
 	}
@@ -275,6 +276,10 @@ func authErr(err error) error {
 
 // Name returns "vault-transit".
 func (p *Provider) Name() string { return Name }
+
+// Close stops renewing the token (the interceptor closes its key stores when
+// a reload replaces it).
+func (p *Provider) Close() error { return p.sess.Close() }
 
 // write performs one authenticated write, re-authenticating once on 403.
 func (p *Provider) write(ctx context.Context, path string, data map[string]any) (*vault.Secret, error) {

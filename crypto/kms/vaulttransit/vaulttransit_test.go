@@ -321,6 +321,48 @@ func TestAppRoleLoginAndRelogin(t *testing.T) {
 	roundTrip(t, down, "strait")
 }
 
+// A renewable AppRole token is renewed (auth/token/renew-self) before its
+// TTL ends: the double revokes tokens past their TTL, so calls after it
+// succeeding on the first login's token prove the renewals; after the max
+// TTL a new login replaces it. Close stops both.
+func TestTokenRenewal(t *testing.T) {
+	v := newDouble(t, kmsdouble.VaultOptions{})
+	v.Mount("", "approle", kmsdouble.KindAppRole)
+	v.AddAppRole("", "approle", "role-1", "sid-1")
+	v.SetLoginTTL("", "approle", kmsdouble.TokenTTL{TTL: 2 * time.Second, MaxTTL: 6 * time.Second, Renewable: true})
+	cfg := baseConfig(v)
+	cfg.Auth = AuthConfig{Method: AuthAppRole, RoleID: "role-1", SecretIDFile: writeFile(t, "secret-id", "sid-1")}
+	p := newProvider(t, cfg)
+	roundTrip(t, p, "strait")
+	first := p.client.Token()
+	for start := time.Now(); time.Since(start) < 3*time.Second || v.Calls("auth/token/renew-self") < 1; time.Sleep(100 * time.Millisecond) {
+		if time.Since(start) > 20*time.Second {
+			t.Fatal("no renewal within 20 s")
+		}
+	}
+	if _, ok := v.TokenExpiry(first); !ok {
+		t.Fatal("the first token expired although it is renewable")
+	}
+	roundTrip(t, p, "strait")
+	if n := v.Calls("auth/approle/login"); n != 1 || p.client.Token() != first {
+		t.Fatalf("%d logins (token changed: %v), want the first login's token, renewed", n, p.client.Token() != first)
+	}
+	for start := time.Now(); v.Calls("auth/approle/login") < 2; time.Sleep(100 * time.Millisecond) {
+		if time.Since(start) > 20*time.Second {
+			t.Fatal("no new login after the max TTL within 20 s")
+		}
+	}
+	roundTrip(t, p, "strait")
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	n := v.Calls("auth/token/renew-self") + v.Calls("auth/approle/login")
+	time.Sleep(3 * time.Second)
+	if m := v.Calls("auth/token/renew-self") + v.Calls("auth/approle/login"); m != n {
+		t.Fatalf("%d renewals or logins after Close", m-n)
+	}
+}
+
 func TestKubernetesLogin(t *testing.T) {
 	v := newDouble(t, kmsdouble.VaultOptions{})
 	v.Mount("", "k8s-prod", kmsdouble.KindKubernetes)
