@@ -13,6 +13,9 @@ type metrics struct {
 	cacheHits prometheus.Counter
 	failures  *prometheus.CounterVec // reason: eval, timeout, undefined, decision, value, topic
 	reloads   *prometheus.CounterVec // result: ok, rejected
+	// share groups (shareack.go)
+	shareAcks      prometheus.Counter
+	shareAckErrors prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -41,5 +44,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "strait_policy_reloads_total",
 			Help: "Policy and catalog reloads, by result (ok, rejected: the old policy stays).",
 		}, []string{"result"})),
+		shareAcks: promreg.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "strait_policy_share_acknowledged_total",
+			Help: "Share-group records the policy dropped that Strait acknowledged (ACCEPT) in the client's next ShareFetch or ShareAcknowledge.",
+		})),
+		shareAckErrors: promreg.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "strait_policy_share_ack_errors_total",
+			Help: "Partitions whose acknowledgement, carried for Strait alone, the broker refused (those records time out and are redelivered).",
+		})),
 	}
 }

@@ -70,6 +70,9 @@ func (p *Policy) filterParallel(f *filterRun, ar *arena, x *interceptor.Exchange
 			c.b = batchAudit{first: -1, last: -1}
 			c.key = append([]byte(nil), f.pc.key...)
 			c.prevDropped = false
+			if f.dropped != nil {
+				c.dropped = new([]offRange)
+			}
 			r.run = &c
 		}
 		r.ref = chunkBufs.Get().(*[]byte)
@@ -109,6 +112,9 @@ func (p *Policy) filterParallel(f *filterRun, ar *arena, x *interceptor.Exchange
 		changed = changed || r.changed
 		if i > 0 {
 			f.b.merge(&r.run.b)
+			if f.dropped != nil {
+				*f.dropped = append(*f.dropped, *r.run.dropped...)
+			}
 		}
 	}
 	if !changed {

@@ -144,7 +144,8 @@ func (p *Policy) Revision() string { return p.st.Load().c.Revision }
 func (p *Policy) Interceptor() *interceptor.Interceptor {
 	hooks := []interceptor.Hook{
 		{Key: 1, MaxVersion: interceptor.Latest, Response: p.onFetch},
-		{Key: 78, MaxVersion: interceptor.Latest, Response: p.onShareFetch},
+		{Key: 78, MaxVersion: interceptor.Latest, Request: p.onShareFetchRequest, Response: p.onShareFetch},
+		{Key: 79, MaxVersion: interceptor.Latest, Request: p.onShareAcknowledgeRequest, Response: p.onShareAcknowledge},
 	}
 	// Fetch v4+ (older versions make brokers down-convert to message sets
 	// the policy cannot rewrite); Produce v3+ (record batches of magic 2).
@@ -244,7 +245,7 @@ func (p *Policy) onFetch(ctx context.Context, x *interceptor.Exchange) error {
 				p.burst.Error("fetch partition refused: topic id not resolvable", "partition", pt.Partition, "err", nameErr)
 				continue
 			}
-			out, ch, err := p.partition(ctx, rt, ap, &ar, x, conn, name, pt.Partition, pt.RecordBatches)
+			out, ch, err := p.partition(ctx, rt, ap, &ar, x, conn, name, pt.Partition, pt.RecordBatches, nil)
 			if err != nil {
 				pt.ErrorCode, pt.RecordBatches = kerr.CorruptMessage.Code, nil
 				changed = true
@@ -269,6 +270,7 @@ func (p *Policy) onShareFetch(ctx context.Context, x *interceptor.Exchange) erro
 	ap := newApplier(p.tok)
 	var ar arena
 	changed := false
+	var drops map[sharePart][]offRange // dropped offsets, to acknowledge (shareack.go)
 	for ti := range resp.Topics {
 		t := &resp.Topics[ti]
 		name, nameErr := p.topics.Resolve(ctx, t.TopicID)
@@ -285,7 +287,14 @@ func (p *Policy) onShareFetch(ctx context.Context, x *interceptor.Exchange) erro
 				p.burst.Error("share fetch partition refused: topic id not resolvable", "partition", pt.Partition, "err", nameErr)
 				continue
 			}
-			out, ch, err := p.partition(ctx, rt, ap, &ar, x, conn, name, pt.Partition, pt.Records)
+			var dropped []offRange
+			out, ch, err := p.partition(ctx, rt, ap, &ar, x, conn, name, pt.Partition, pt.Records, &dropped)
+			if len(dropped) > 0 {
+				if drops == nil {
+					drops = map[sharePart][]offRange{}
+				}
+				drops[sharePart{t.TopicID, pt.Partition}] = dropped
+			}
 			if err != nil {
 				msg := "strait: " + err.Error()
 				pt.ErrorCode, pt.ErrorMessage, pt.Records, pt.AcquiredRecords = kerr.CorruptMessage.Code, &msg, nil, nil
@@ -298,6 +307,9 @@ func (p *Policy) onShareFetch(ctx context.Context, x *interceptor.Exchange) erro
 			}
 		}
 	}
+	if p.shareFetchDone(x, resp, drops) {
+		changed = true
+	}
 	if changed {
 		x.MarkModified()
 	}
@@ -308,7 +320,7 @@ var errLegacy = errors.New("magic 0/1 message set: the policy cannot read it")
 
 // partition decides on the records of one partition's batches.
 func (p *Policy) partition(ctx context.Context, rt *runtime, ap *applier, ar *arena, x *interceptor.Exchange,
-	conn *Conn, topic string, part int32, batches []byte) ([]byte, bool, error) {
+	conn *Conn, topic string, part int32, batches []byte, dropped *[]offRange) ([]byte, bool, error) {
 	rd := &rt.c.reads
 	ti := rt.topic(topic)
 	pc := newPartCtx(rd, conn, "fetch", topic, part, ti)
@@ -354,7 +366,7 @@ func (p *Policy) partition(ctx context.Context, rt *runtime, ap *applier, ar *ar
 			return batches, false, nil
 		}
 	}
-	run := &filterRun{p: p, ctx: ctx, rt: rt, pc: pc, whole: whole, loc: ti.locator(rd), ap: ap, b: b, key: pc.key}
+	run := &filterRun{p: p, ctx: ctx, rt: rt, pc: pc, whole: whole, loc: ti.locator(rd), ap: ap, b: b, key: pc.key, dropped: dropped}
 	var out []byte
 	var changed bool
 	var err error
@@ -391,6 +403,23 @@ type filterRun struct {
 	// record, the next is decided with a walk for the read fields alone
 	// (cheaper than the locator's walk when it is dropped too).
 	prevDropped bool
+	// dropped collects the offsets of dropped records (ShareFetch), nil:
+	// not wanted.
+	dropped *[]offRange
+}
+
+// drop notes a dropped offset when wanted.
+func (f *filterRun) drop(off int64) {
+	if f.dropped == nil {
+		return
+	}
+	d := *f.dropped
+	if n := len(d); n > 0 && d[n-1].last+1 == off {
+		d[n-1].last = off
+	} else {
+		d = append(d, offRange{off, off})
+	}
+	*f.dropped = d
 }
 
 // record is the records.Filter callback.
@@ -413,6 +442,7 @@ func (f *filterRun) record(rec *records.Record) (records.Verdict, error) {
 	}
 	if d.drop {
 		b.dropped++
+		f.drop(off)
 		return records.Drop, nil
 	}
 	b.delivered++
@@ -446,6 +476,7 @@ func (f *filterRun) record(rec *records.Record) (records.Verdict, error) {
 		b.failed++
 		b.delivered--
 		b.dropped++
+		f.drop(off)
 		return records.Drop, nil
 	}
 	if !ch {
