@@ -44,6 +44,8 @@ type partCtx struct {
 	items [][2]*ast.Term
 	// key is the cache key prefix: the context values the policy reads.
 	key []byte
+	// memo, when set, is the deciding run's memo (one per goroutine).
+	memo *memo
 }
 
 func newPartCtx(rd *reads, c *Conn, op, topic string, partition int32, ti *topicInfo) *partCtx {

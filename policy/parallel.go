@@ -70,6 +70,9 @@ func (p *Policy) filterParallel(f *filterRun, ar *arena, x *interceptor.Exchange
 			c.b = batchAudit{first: -1, last: -1}
 			c.key = append([]byte(nil), f.pc.key...)
 			c.prevDropped = false
+			pc := *f.pc // its own memo
+			pc.memo = &memo{}
+			c.pc = &pc
 			if f.dropped != nil {
 				c.dropped = new([]offRange)
 			}
@@ -111,6 +114,7 @@ func (p *Policy) filterParallel(f *filterRun, ar *arena, x *interceptor.Exchange
 		pos += len(chunks[i])
 		changed = changed || r.changed
 		if i > 0 {
+			r.run.pc.memo.flush(p)
 			f.b.merge(&r.run.b)
 			if f.dropped != nil {
 				*f.dropped = append(*f.dropped, *r.run.dropped...)

@@ -9,6 +9,7 @@
 package policy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -366,6 +367,8 @@ func (p *Policy) partition(ctx context.Context, rt *runtime, ap *applier, ar *ar
 			return batches, false, nil
 		}
 	}
+	pc.memo = &memo{}
+	defer pc.memo.flush(p)
 	run := &filterRun{p: p, ctx: ctx, rt: rt, pc: pc, whole: whole, loc: ti.locator(rd), ap: ap, b: b, key: pc.key, dropped: dropped}
 	var out []byte
 	var changed bool
@@ -575,8 +578,17 @@ func (p *Policy) decide(ctx context.Context, rt *runtime, pc *partCtx, rec *reco
 		key = pc.key
 	}
 	if cacheable {
+		if m := pc.memo; m != nil && m.d != nil && bytes.Equal(m.key, key) {
+			m.hits++
+			return m.d
+		}
 		if d, ok := rt.cache.get(key); ok {
-			p.m.cacheHits.Inc()
+			if m := pc.memo; m != nil {
+				m.hits++
+				m.key, m.d = append(m.key[:0], key...), d
+			} else {
+				p.m.cacheHits.Inc()
+			}
 			return d
 		}
 	}
@@ -604,6 +616,9 @@ func (p *Policy) decide(ctx context.Context, rt *runtime, pc *partCtx, rec *reco
 	}
 	if cacheable {
 		rt.cache.put(key, d)
+		if m := pc.memo; m != nil {
+			m.key, m.d = append(m.key[:0], key...), d
+		}
 	}
 	return d
 }
@@ -640,6 +655,23 @@ func (p *Policy) finish(rt *runtime, pc *partCtx, b *batchAudit, whole *decision
 	}
 	if p.audit != nil && (b.delivered+b.dropped) > 0 {
 		p.audit.write(rt.c.Revision, pc, b)
+	}
+}
+
+// memo is one run's last cached decision and its key: consecutive records
+// of a partition usually read the same values, and the memo answers them
+// without the shared cache's lock and hashing. Hits are counted here and
+// added to the metric once per run.
+type memo struct {
+	key  []byte
+	d    *decision
+	hits int
+}
+
+func (m *memo) flush(p *Policy) {
+	if m.hits > 0 {
+		p.m.cacheHits.Add(float64(m.hits))
+		m.hits = 0
 	}
 }
 
