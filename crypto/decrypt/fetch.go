@@ -24,11 +24,7 @@ func (e *decrypter) openFetch(ctx context.Context, x *interceptor.Exchange) erro
 	changed := false
 	ar := rules.NewArena(x)
 	if x.Version >= 13 {
-		var unknown [][16]byte
-		for ti := range resp.Topics {
-			unknown = e.Unknown(unknown, resp.Topics[ti].TopicID)
-		}
-		e.Prefetch(ctx, unknown)
+		e.PrefetchIDs(ctx, len(resp.Topics), func(i int) [16]byte { return resp.Topics[i].TopicID })
 	}
 	for ti := range resp.Topics {
 		t := &resp.Topics[ti]
@@ -65,11 +61,7 @@ func (e *decrypter) openShareFetch(ctx context.Context, x *interceptor.Exchange)
 	resp := x.Response.(*kmsg.ShareFetchResponse)
 	changed := false
 	ar := rules.NewArena(x)
-	var unknown [][16]byte
-	for ti := range resp.Topics {
-		unknown = e.Unknown(unknown, resp.Topics[ti].TopicID)
-	}
-	e.Prefetch(ctx, unknown)
+	e.PrefetchIDs(ctx, len(resp.Topics), func(i int) [16]byte { return resp.Topics[i].TopicID })
 	for ti := range resp.Topics {
 		t := &resp.Topics[ti]
 		name, nameErr := e.resolve(ctx, t.TopicID)

@@ -139,22 +139,6 @@ func benchInterceptors(b *testing.B, rule rules.Rule) (enc, dec *interceptor.Cha
 	return enc, dec
 }
 
-// benchProduceRequest is a v9 Produce request (topics by name) with one
-// partition holding batch.
-func benchProduceRequest(topic string, batch []byte) (*kmsg.ProduceRequest, *kmsg.ProduceRequestTopicPartition) {
-	req := kmsg.NewPtrProduceRequest()
-	req.SetVersion(9)
-	req.Acks = -1
-	req.TimeoutMillis = 30000
-	t := kmsg.NewProduceRequestTopic()
-	t.Topic = topic
-	p := kmsg.NewProduceRequestTopicPartition()
-	p.Records = batch
-	t.Partitions = append(t.Partitions, p)
-	req.Topics = append(req.Topics, t)
-	return req, &req.Topics[0].Partitions[0]
-}
-
 // benchFetchResponse is a v12 Fetch response (topics by name) with one
 // partition holding batch.
 func benchFetchResponse(topic string, batch []byte) (*kmsg.FetchResponse, *kmsg.FetchResponseTopicPartition) {
@@ -179,7 +163,7 @@ func benchFetchResponse(topic string, batch []byte) (*kmsg.FetchResponse, *kmsg.
 // is written (x.Done), which returns the interceptor's pooled buffer: the
 // returned bytes must not be used then.
 func benchSeal(b *testing.B, ctx context.Context, chain *interceptor.Chain, conn *interceptor.Conn, topic string, batch []byte, recycle ...bool) []byte {
-	req, p := benchProduceRequest(topic, batch)
+	req, p := produceRequest(topic, batch)
 	x := &interceptor.Exchange{Conn: conn, Key: 0, Version: 9, Request: req}
 	if err := chain.Request(ctx, x); err != nil || x.Response != nil || !x.RequestModified() {
 		b.Fatalf("encrypt: err %v, answered %v, modified %v", err, x.Response != nil, x.RequestModified())
@@ -353,7 +337,7 @@ func BenchmarkInterceptorValue1KiB(b *testing.B) {
 	// encrypt+codec adds what the proxy does around the hook for a hooked
 	// frame: decode the Produce request body and re-encode it.
 	b.Run("encrypt+codec", func(b *testing.B) {
-		req, _ := benchProduceRequest("payments", batch)
+		req, _ := produceRequest("payments", batch)
 		frame := req.AppendTo(nil)
 		var out []byte
 		b.SetBytes(benchBatchBytes)

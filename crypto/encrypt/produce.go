@@ -29,11 +29,7 @@ func (e *encrypter) sealProduce(ctx context.Context, x *interceptor.Exchange) er
 	changed := false
 	ar := rules.NewArena(x)
 	if x.Version >= 13 {
-		var unknown [][16]byte
-		for ti := range req.Topics {
-			unknown = e.Unknown(unknown, req.Topics[ti].TopicID)
-		}
-		e.Prefetch(ctx, unknown)
+		e.PrefetchIDs(ctx, len(req.Topics), func(i int) [16]byte { return req.Topics[i].TopicID })
 	}
 	keptTopics := req.Topics[:0]
 	for _, t := range req.Topics {

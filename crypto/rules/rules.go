@@ -463,19 +463,17 @@ func (e *Set) AADTopic(r *Compiled, topic string) string {
 	return topic
 }
 
-// Unknown appends id to ids if no Metadata response has named it: the ids
-// of one request that need a lookup, gathered so that they cost one.
-func (e *Set) Unknown(ids [][16]byte, id [16]byte) [][16]byte {
-	if _, ok := e.Topics.Name(id); !ok {
-		ids = append(ids, id)
+// PrefetchIDs looks up together (one upstream Metadata request) the ids
+// id(0) .. id(n-1) of one request that no Metadata response has named, so
+// that resolving each of them then answers from the caches.
+func (e *Set) PrefetchIDs(ctx context.Context, n int, id func(i int) [16]byte) {
+	var unknown [][16]byte
+	for i := range n {
+		if _, ok := e.Topics.Name(id(i)); !ok {
+			unknown = append(unknown, id(i))
+		}
 	}
-	return ids
-}
-
-// Prefetch looks up the unknown ids of a request together (one upstream
-// Metadata request), so that later lookups answer from the caches.
-func (e *Set) Prefetch(ctx context.Context, ids [][16]byte) {
-	if len(ids) > 0 {
-		e.Topics.Prefetch(ctx, ids)
+	if len(unknown) > 0 {
+		e.Topics.Prefetch(ctx, unknown)
 	}
 }
