@@ -27,6 +27,7 @@ type locator struct {
 	nread int
 	index map[string]int // slots by path, when there are many
 	ptrs  []atomic.Pointer[byte]
+	top   []string // the slots' top-level keys when every path is one (jsonscan.go)
 }
 
 // loc is one occurrence of a slot's path in a value (document order).
@@ -76,6 +77,7 @@ func newLocator(rd *reads, ti *topicInfo) *locator {
 	}
 	l.w = w
 	l.ptrs = make([]atomic.Pointer[byte], len(l.slots))
+	l.top = topKeys(l.slots)
 	if len(l.slots) > 8 {
 		l.index = make(map[string]int, len(l.slots))
 		for i, s := range l.slots {
@@ -156,6 +158,12 @@ func (d *decision) planFor(l *locator) *plan {
 // locate walks value once with l: ap.locs holds every occurrence of the
 // locator's paths, in document order.
 func (ap *applier) locate(l *locator, value []byte) error {
+	if l.top != nil {
+		var err error
+		if ap.locs, err = topScan(ap.locs[:0], l.top, value); err == nil {
+			return nil
+		}
+	}
 	ap.locs = ap.locs[:0]
 	ap.curLoc = l
 	ap.value = value
