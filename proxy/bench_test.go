@@ -46,6 +46,7 @@ func benchPassthrough(b *testing.B, size int) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	b.Cleanup(s.cluster.Close) // Run would close it; this server is never run
 	// Accept Metadata v1 as if the cluster had said so (v1: not hooked by
 	// the metadata interceptor? it is: use a key nothing hooks instead).
 	const key, version = 12, 4 // Heartbeat v4 (flexible header)
