@@ -404,7 +404,8 @@ type filterRun struct {
 	key   []byte // the cache key buffer
 	// Records of a partition tend to share their fate: after a dropped
 	// record, the next is decided with a walk for the read fields alone
-	// (cheaper than the locator's walk when it is dropped too).
+	// (cheaper than the locator's walker when it is dropped too; the fast
+	// top-level scan costs the same either way).
 	prevDropped bool
 	// dropped collects the offsets of dropped records (ShareFetch), nil:
 	// not wanted.
@@ -434,8 +435,8 @@ func (f *filterRun) record(rec *records.Record) (records.Verdict, error) {
 	located := false
 	if d == nil {
 		dl := loc
-		if f.prevDropped {
-			dl = nil
+		if f.prevDropped && loc != nil && loc.top == nil {
+			dl = nil // the fast scan costs the same for one key or all
 		}
 		d, f.key, located = p.recordDecision(f.ctx, f.rt, ap, f.pc, rec, f.key, dl)
 		f.prevDropped = d.drop
