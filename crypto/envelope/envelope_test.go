@@ -521,16 +521,44 @@ func TestOpenerLRU(t *testing.T) {
 		t.Fatal("evicted entry not unwrapped again")
 	}
 
-	// MaxAge: entries expire.
-	o2, _ := NewOpener([]kms.Provider{cp}, OpenerOptions{MaxAge: 20 * time.Millisecond})
+	// MaxAge: entries expire. Expiry is a timer (no clock read per Open),
+	// which a loaded machine may run late: wait for it rather than sleep.
+	o2, _ := NewOpener([]kms.Provider{cp}, OpenerOptions{MaxAge: 50 * time.Millisecond})
 	before := cp.decs.Load()
 	o2.Open(ctx, nil, envs[0], AAD{Path: "$"})
 	o2.Open(ctx, nil, envs[0], AAD{Path: "$"})
-	time.Sleep(30 * time.Millisecond)
+	if got := cp.decs.Load() - before; got != 1 {
+		t.Fatalf("%d unwraps before MaxAge, want 1", got)
+	}
+	for deadline := time.Now().Add(10 * time.Second); !allExpired(o2); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the cached key never expired")
+		}
+	}
 	o2.Open(ctx, nil, envs[0], AAD{Path: "$"})
 	if got := cp.decs.Load() - before; got != 2 {
 		t.Fatalf("%d unwraps, want 2", got)
 	}
+}
+
+// allExpired reports whether o caches keys and every one has expired.
+func allExpired(o *Opener) bool {
+	n := 0
+	for _, c := range o.caches {
+		if c == nil {
+			continue
+		}
+		c.mu.Lock()
+		for _, e := range c.m {
+			if !e.expired.Load() {
+				c.mu.Unlock()
+				return false
+			}
+			n++
+		}
+		c.mu.Unlock()
+	}
+	return n > 0
 }
 
 // TestKEKRotation: new records use the new KEK version, old ones keep opening.
