@@ -22,6 +22,7 @@ import (
 type span struct {
 	start, end int
 	act        action
+	path       string // concrete path (for the original ciphertext of "encrypted")
 }
 
 // counts are the field changes of one decision batch.
@@ -42,6 +43,10 @@ type applier struct {
 	canon   []string
 	locs    []loc    // locate: the paths found, in document order
 	curLoc  *locator // locate: the locator walking
+	// orig, when set, returns a field of the current record as the broker
+	// sent it, before decrypt opened it (nil: unknown): what "encrypted"
+	// leaves in place of the decrypted field (original.go).
+	orig func(path string) []byte
 	// the callbacks, bound once (a method value allocates per use)
 	locateFn, collectFn, findFn fields.SealFunc
 }
@@ -65,12 +70,12 @@ func (ap *applier) collect(p string, pt []byte) ([]byte, error) {
 var errAlias = errors.New("policy: walker returned a value that does not alias the input")
 
 // spanOf is the SealFunc that records spans.
-func (ap *applier) spanOf(_ string, pt []byte) ([]byte, error) {
+func (ap *applier) spanOf(p string, pt []byte) ([]byte, error) {
 	off := cap(ap.value) - cap(pt)
 	if len(pt) == 0 || off < 0 || off+len(pt) > len(ap.value) || &ap.value[off] != &pt[0] {
 		return nil, errAlias
 	}
-	ap.spans = append(ap.spans, span{off, off + len(pt), ap.cur.act})
+	ap.spans = append(ap.spans, span{off, off + len(pt), ap.cur.act, p})
 	return nil, nil
 }
 
@@ -145,14 +150,21 @@ func (ap *applier) splice(value []byte, stillEncrypted bool, c *counts) ([]byte,
 		}
 		out = append(out, value[last:s.start]...)
 		var err error
-		switch k {
-		case kRedact, kEncrypted:
+		var ct []byte
+		if k == kEncrypted && ap.orig != nil {
+			ct = ap.orig(s.path)
+		}
+		switch {
+		case ct != nil:
+			out = append(out, ct...) // the field's original ciphertext
+			c.encrypted++
+		case k == kRedact, k == kEncrypted:
 			out = append(out, "null"...)
 			c.redacted++
-		case kMask:
+		case k == kMask:
 			out = maskJSON(out, raw, s.act)
 			c.masked++
-		case kTokenize:
+		case k == kTokenize:
 			if ap.tok == nil {
 				return nil, false, errors.New("policy: tokenize needs tokenize.key_env or tokenize.key_file")
 			}

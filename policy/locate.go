@@ -212,7 +212,7 @@ func (ap *applier) applyLocated(d *decision, l *locator, value []byte, stillEncr
 	if pl.any {
 		for _, o := range ap.locs {
 			if a := pl.acts[o.slot]; a.kind != kClear {
-				ap.spans = append(ap.spans, span{o.start, o.end, a})
+				ap.spans = append(ap.spans, span{o.start, o.end, a, l.slots[o.slot]})
 			}
 		}
 	}

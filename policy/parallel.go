@@ -67,6 +67,10 @@ func (p *Policy) filterParallel(f *filterRun, ar *arena, x *interceptor.Exchange
 		if i > 0 {
 			c := *f
 			c.ap = newApplier(p.tok)
+			c.origIdx, c.origW = nil, nil // built by each run
+			if c.orig != nil {
+				c.ap.orig = c.origField
+			}
 			c.b = batchAudit{first: -1, last: -1}
 			c.key = append([]byte(nil), f.pc.key...)
 			c.prevDropped = false

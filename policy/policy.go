@@ -24,6 +24,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/strait-proxy/strait/crypto/decrypt"
 	"github.com/strait-proxy/strait/crypto/envelope"
 	"github.com/strait-proxy/strait/crypto/fields"
 	"github.com/strait-proxy/strait/interceptor"
@@ -369,7 +370,12 @@ func (p *Policy) partition(ctx context.Context, rt *runtime, ap *applier, ar *ar
 	}
 	pc.memo = &memo{}
 	defer pc.memo.flush(p)
-	run := &filterRun{p: p, ctx: ctx, rt: rt, pc: pc, whole: whole, loc: ti.locator(rd), ap: ap, b: b, key: pc.key, dropped: dropped}
+	run := &filterRun{p: p, ctx: ctx, rt: rt, pc: pc, whole: whole, loc: ti.locator(rd), ap: ap, b: b, key: pc.key, dropped: dropped,
+		orig: decrypt.Original(x, topic, part)}
+	if run.orig != nil {
+		ap.orig = run.origField
+		defer func() { ap.orig = nil }()
+	}
 	var out []byte
 	var changed bool
 	var err error
@@ -410,6 +416,13 @@ type filterRun struct {
 	// dropped collects the offsets of dropped records (ShareFetch), nil:
 	// not wanted.
 	dropped *[]offRange
+	// orig: the partition's batches before decrypt opened them (nil: it
+	// did not); origIdx and origW are built from them on first use, cur is
+	// the offset of the record being decided (original.go).
+	orig    []byte
+	origIdx map[int64][]byte
+	origW   map[string]fields.Walker
+	cur     int64
 }
 
 // drop notes a dropped offset when wanted.
@@ -454,6 +467,7 @@ func (f *filterRun) record(rec *records.Record) (records.Verdict, error) {
 		return records.Keep, nil
 	}
 	_, enc := rec.Header(envelope.HeaderKey)
+	f.cur = off
 	var (
 		v      []byte
 		ch, ok bool

@@ -45,6 +45,7 @@ func (e *decrypter) openFetch(ctx context.Context, x *interceptor.Exchange) erro
 				continue
 			}
 			if ch {
+				keepOriginal(x, name, p.Partition, p.RecordBatches) // original.go
 				p.RecordBatches, changed = out, true
 			}
 		}
@@ -78,6 +79,7 @@ func (e *decrypter) openShareFetch(ctx context.Context, x *interceptor.Exchange)
 				continue
 			}
 			if ch {
+				keepOriginal(x, name, p.Partition, p.Records) // original.go
 				p.Records, changed = out, true
 			}
 		}
