@@ -203,6 +203,8 @@ var notScraped = map[string]string{
 	"strait_policy_cache_hits_total":                   "policy interceptor not configured",
 	"strait_policy_fail_closed_total":                  "policy interceptor not configured",
 	"strait_policy_reloads_total":                      "policy interceptor not configured",
+	"strait_policy_share_acknowledged_total":           "policy interceptor not configured",
+	"strait_policy_share_ack_errors_total":             "policy interceptor not configured",
 	"strait_authswap_authentications_total":            "authswap interceptor not configured",
 	"strait_authswap_credential_lookups_total":         "authswap interceptor not configured",
 	"strait_authswap_upstream_authentications_total":   "authswap interceptor not configured",
