@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -244,6 +245,14 @@ var strSafe = func() (t [256]bool) {
 // closing quote, and whether it holds escapes.
 func scanString(src []byte, i int) (int, bool, error) {
 	i++
+	// Long strings: find the closing quote and any backslash with
+	// IndexByte (vectorized), then look for control characters only; any
+	// doubt goes to the byte loop below from where it started.
+	if len(src)-i > 32 {
+		if q := bytes.IndexByte(src[i:], '"'); q >= 0 && bytes.IndexByte(src[i:i+q], '\\') < 0 && !hasControl(src[i:i+q]) {
+			return i + q + 1, false, nil
+		}
+	}
 	esc := false
 	for {
 		for i+8 <= len(src) {
@@ -282,6 +291,28 @@ func scanString(src []byte, i int) (int, bool, error) {
 			return i, esc, errScan
 		}
 	}
+}
+
+// hasControl reports a byte below 0x20 in b.
+func hasControl(b []byte) bool {
+	i := 0
+	for ; i+32 <= len(b); i += 32 { // one branch per 32 bytes
+		if hasLessByte(binary.LittleEndian.Uint64(b[i:]), 0x20)|hasLessByte(binary.LittleEndian.Uint64(b[i+8:]), 0x20)|
+			hasLessByte(binary.LittleEndian.Uint64(b[i+16:]), 0x20)|hasLessByte(binary.LittleEndian.Uint64(b[i+24:]), 0x20) != 0 {
+			return true
+		}
+	}
+	for ; i+8 <= len(b); i += 8 {
+		if hasLessByte(binary.LittleEndian.Uint64(b[i:]), 0x20) != 0 {
+			return true
+		}
+	}
+	for ; i < len(b); i++ {
+		if b[i] < 0x20 {
+			return true
+		}
+	}
+	return false
 }
 
 func hasZeroByte(x uint64) uint64 { return (x - 0x0101010101010101) & ^x & 0x8080808080808080 }

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/strait-proxy/strait/crypto/fields"
@@ -16,6 +17,13 @@ func FuzzTopScan(f *testing.F) {
 		`{"name":{"a":[1,2,{"b":"c"}]},"country":"usa"}`, `{"na\u006de":"x","country":"usa"}`,
 		`{"country":"usa"`, `{"country":"usa"} x`, `{"country":"u\x01"}`, `{"country":-0.5e+7,"account":[true,false,null]}`,
 		`{"country":"\ud83d\ude00","x":"\\"}`, `{"a b":"c","country":01}`, "{\"country\":\"usa\"}\n", `{"country":1.}`,
+		// long strings (the IndexByte path), with an escape, a control
+		// character, a quote right at the end, multi-byte UTF-8
+		`{"note":"` + strings.Repeat("x", 40) + `","country":"usa"}`,
+		`{"note":"` + strings.Repeat("x", 40) + `\"q","country":"usa"}`,
+		"{\"note\":\"" + strings.Repeat("x", 40) + "\x1f\",\"country\":\"usa\"}",
+		`{"country":"` + strings.Repeat("é", 30) + `"}`,
+		`{"name":"` + strings.Repeat("y", 50),
 	} {
 		f.Add([]byte(s))
 	}
