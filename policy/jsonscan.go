@@ -1,19 +1,19 @@
 package policy
 
 import (
-	"bytes"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"strings"
+
+	"github.com/strait-proxy/strait/crypto/fields/jsonlex"
 )
 
 // A fast path of the locator for the common shape: every path is one
 // top-level key of a JSON object ($.name, $["a b"]). The scan below finds
 // their values in one pass with no output, callbacks or path strings; it
 // validates the document with the same rules as the JSON walker of
-// crypto/fields (its scanString, scanNumber, literals, nesting bound and
-// trailing-data check are mirrored here). Whatever it cannot handle (a key
+// crypto/fields: both lex with crypto/fields/jsonlex (strings, numbers,
+// literals, the nesting bound), and the trailing-data check is the same. Whatever it cannot handle (a key
 // with escapes) or finds malformed sends the record to the walker, which
 // then decides, so an error is always the walker's; FuzzTopScan checks
 // that on every input both agree on validity and on the spans.
@@ -37,16 +37,13 @@ func topKeys(slots []string) []string {
 	return keys
 }
 
-// jsonMaxDepth is crypto/fields' bound on nesting.
-const jsonMaxDepth = 10000
-
 var errScan = errors.New("policy: fast scan: not handled")
 
 // topScan appends to locs every top-level member of value whose key is
 // one of keys, as (slot, start, end) of its value, in document order.
 func topScan(locs []loc, keys []string, value []byte) ([]loc, error) {
 	src := value
-	i := skipWS(src, 0)
+	i := jsonlex.SkipWS(src, 0)
 	if i >= len(src) {
 		return locs, errScan
 	}
@@ -56,7 +53,7 @@ func topScan(locs []loc, keys []string, value []byte) ([]loc, error) {
 			return locs, err
 		}
 	} else {
-		i = skipWS(src, i+1)
+		i = jsonlex.SkipWS(src, i+1)
 		if i < len(src) && src[i] == '}' {
 			i++
 		} else {
@@ -64,16 +61,16 @@ func topScan(locs []loc, keys []string, value []byte) ([]loc, error) {
 				if i >= len(src) || src[i] != '"' {
 					return locs, errScan
 				}
-				kend, esc, err := scanString(src, i)
+				kend, esc, err := jsonlex.String(src, i)
 				if err != nil || esc {
 					return locs, errScan
 				}
 				key := src[i+1 : kend-1]
-				i = skipWS(src, kend)
+				i = jsonlex.SkipWS(src, kend)
 				if i >= len(src) || src[i] != ':' {
 					return locs, errScan
 				}
-				i = skipWS(src, i+1)
+				i = jsonlex.SkipWS(src, i+1)
 				start := i
 				if i, err = skipValue(src, i, 1); err != nil {
 					return locs, err
@@ -84,12 +81,12 @@ func topScan(locs []loc, keys []string, value []byte) ([]loc, error) {
 						break
 					}
 				}
-				i = skipWS(src, i)
+				i = jsonlex.SkipWS(src, i)
 				if i >= len(src) {
 					return locs, errScan
 				}
 				if src[i] == ',' {
-					i = skipWS(src, i+1)
+					i = jsonlex.SkipWS(src, i+1)
 					continue
 				}
 				if src[i] != '}' {
@@ -100,7 +97,7 @@ func topScan(locs []loc, keys []string, value []byte) ([]loc, error) {
 			}
 		}
 	}
-	if skipWS(src, i) != len(src) {
+	if jsonlex.SkipWS(src, i) != len(src) {
 		return locs, errScan
 	}
 	return locs, nil
@@ -114,14 +111,14 @@ func skipValue(src []byte, i, depth int) (int, error) {
 	}
 	switch c := src[i]; c {
 	case '{', '[':
-		if depth+1 > jsonMaxDepth {
+		if depth+1 > jsonlex.MaxDepth {
 			return i, errScan
 		}
 		close := byte('}')
 		if c == '[' {
 			close = ']'
 		}
-		i = skipWS(src, i+1)
+		i = jsonlex.SkipWS(src, i+1)
 		if i < len(src) && src[i] == close {
 			return i + 1, nil
 		}
@@ -131,24 +128,24 @@ func skipValue(src []byte, i, depth int) (int, error) {
 				if i >= len(src) || src[i] != '"' {
 					return i, errScan
 				}
-				if i, _, err = scanString(src, i); err != nil {
+				if i, _, err = jsonlex.String(src, i); err != nil {
 					return i, err
 				}
-				i = skipWS(src, i)
+				i = jsonlex.SkipWS(src, i)
 				if i >= len(src) || src[i] != ':' {
 					return i, errScan
 				}
-				i = skipWS(src, i+1)
+				i = jsonlex.SkipWS(src, i+1)
 			}
 			if i, err = skipValue(src, i, depth+1); err != nil {
 				return i, err
 			}
-			i = skipWS(src, i)
+			i = jsonlex.SkipWS(src, i)
 			if i >= len(src) {
 				return i, errScan
 			}
 			if src[i] == ',' {
-				i = skipWS(src, i+1)
+				i = jsonlex.SkipWS(src, i+1)
 				continue
 			}
 			if src[i] != close {
@@ -157,175 +154,15 @@ func skipValue(src []byte, i, depth int) (int, error) {
 			return i + 1, nil
 		}
 	case '"':
-		end, _, err := scanString(src, i)
+		end, _, err := jsonlex.String(src, i)
 		return end, err
 	case 't':
-		return literal(src, i, "true")
+		return jsonlex.Literal(src, i, "true")
 	case 'f':
-		return literal(src, i, "false")
+		return jsonlex.Literal(src, i, "false")
 	case 'n':
-		return literal(src, i, "null")
+		return jsonlex.Literal(src, i, "null")
 	default:
-		return scanNumber(src, i)
+		return jsonlex.Number(src, i)
 	}
-}
-
-func skipWS(b []byte, i int) int {
-	for i < len(b) {
-		switch b[i] {
-		case ' ', '\t', '\n', '\r':
-			i++
-		default:
-			return i
-		}
-	}
-	return i
-}
-
-func literal(src []byte, i int, lit string) (int, error) {
-	if len(src)-i < len(lit) || string(src[i:i+len(lit)]) != lit {
-		return i, errScan
-	}
-	return i + len(lit), nil
-}
-
-func scanNumber(src []byte, i int) (int, error) {
-	if i < len(src) && src[i] == '-' {
-		i++
-	}
-	if i >= len(src) {
-		return i, errScan
-	}
-	switch {
-	case src[i] == '0':
-		i++
-	case src[i] >= '1' && src[i] <= '9':
-		for i < len(src) && src[i] >= '0' && src[i] <= '9' {
-			i++
-		}
-	default:
-		return i, errScan
-	}
-	if i < len(src) && src[i] == '.' {
-		i++
-		d := i
-		for i < len(src) && src[i] >= '0' && src[i] <= '9' {
-			i++
-		}
-		if i == d {
-			return i, errScan
-		}
-	}
-	if i < len(src) && (src[i] == 'e' || src[i] == 'E') {
-		i++
-		if i < len(src) && (src[i] == '+' || src[i] == '-') {
-			i++
-		}
-		d := i
-		for i < len(src) && src[i] >= '0' && src[i] <= '9' {
-			i++
-		}
-		if i == d {
-			return i, errScan
-		}
-	}
-	return i, nil
-}
-
-// strSafe[c]: c may appear unescaped in a JSON string and needs no
-// attention (not '"', '\\' or a control character).
-var strSafe = func() (t [256]bool) {
-	for c := 0x20; c < 256; c++ {
-		t[c] = c != '"' && c != '\\'
-	}
-	return
-}()
-
-// scanString scans the string at src[i] == '"': the offset after its
-// closing quote, and whether it holds escapes.
-func scanString(src []byte, i int) (int, bool, error) {
-	i++
-	// Long strings: find the closing quote and any backslash with
-	// IndexByte (vectorized), then look for control characters only; any
-	// doubt goes to the byte loop below from where it started.
-	if len(src)-i > 32 {
-		if q := bytes.IndexByte(src[i:], '"'); q >= 0 && bytes.IndexByte(src[i:i+q], '\\') < 0 && !hasControl(src[i:i+q]) {
-			return i + q + 1, false, nil
-		}
-	}
-	esc := false
-	for {
-		for i+8 <= len(src) {
-			v := binary.LittleEndian.Uint64(src[i:])
-			if (hasZeroByte(v^0x2222222222222222)|hasZeroByte(v^0x5c5c5c5c5c5c5c5c)|hasLessByte(v, 0x20))&0x8080808080808080 != 0 {
-				break
-			}
-			i += 8
-		}
-		for i < len(src) && strSafe[src[i]] {
-			i++
-		}
-		if i >= len(src) {
-			return i, esc, errScan
-		}
-		switch c := src[i]; {
-		case c == '"':
-			return i + 1, esc, nil
-		case c == '\\':
-			esc = true
-			if i+1 >= len(src) {
-				return i, esc, errScan
-			}
-			switch src[i+1] {
-			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-				i += 2
-			case 'u':
-				if len(src)-i < 6 || !isHex4(src[i+2:i+6]) {
-					return i, esc, errScan
-				}
-				i += 6
-			default:
-				return i, esc, errScan
-			}
-		default:
-			return i, esc, errScan
-		}
-	}
-}
-
-// hasControl reports a byte below 0x20 in b.
-func hasControl(b []byte) bool {
-	i := 0
-	for ; i+32 <= len(b); i += 32 { // one branch per 32 bytes
-		if hasLessByte(binary.LittleEndian.Uint64(b[i:]), 0x20)|hasLessByte(binary.LittleEndian.Uint64(b[i+8:]), 0x20)|
-			hasLessByte(binary.LittleEndian.Uint64(b[i+16:]), 0x20)|hasLessByte(binary.LittleEndian.Uint64(b[i+24:]), 0x20) != 0 {
-			return true
-		}
-	}
-	for ; i+8 <= len(b); i += 8 {
-		if hasLessByte(binary.LittleEndian.Uint64(b[i:]), 0x20) != 0 {
-			return true
-		}
-	}
-	for ; i < len(b); i++ {
-		if b[i] < 0x20 {
-			return true
-		}
-	}
-	return false
-}
-
-func hasZeroByte(x uint64) uint64 { return (x - 0x0101010101010101) & ^x & 0x8080808080808080 }
-
-func hasLessByte(x uint64, n uint64) uint64 {
-	return (x - 0x0101010101010101*n) & ^x & 0x8080808080808080
-}
-
-func isHex4(b []byte) bool {
-	for _, c := range b[:4] {
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
-			return false
-		}
-	}
-	return true
 }

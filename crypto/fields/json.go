@@ -2,15 +2,18 @@ package fields
 
 import (
 	"encoding/base64"
-	"encoding/binary"
+	"fmt"
 	"strconv"
 	"sync"
 	"unicode/utf16"
 	"unicode/utf8"
+
+	"github.com/strait-proxy/strait/crypto/fields/jsonlex"
 )
 
-// maxDepth bounds nesting of JSON arrays/objects (as encoding/json does).
-const maxDepth = 10000
+// maxDepth bounds nesting of JSON arrays/objects (as encoding/json does)
+// and of Avro values.
+const maxDepth = jsonlex.MaxDepth
 
 type jsonWalker struct {
 	root  *pnode
@@ -61,10 +64,10 @@ func (w *jsonWalker) run(dst, value []byte, seal SealFunc, open OpenFunc) ([]byt
 	s.src, s.out, s.last, s.depth = value, dst, 0, 0
 	s.path.b = append(s.path.b[:0], '$')
 	s.seal, s.open = seal, open
-	i := skipWS(value, 0)
+	i := jsonlex.SkipWS(value, 0)
 	end, err := s.value(i, w.root)
 	if err == nil {
-		end = skipWS(value, end)
+		end = jsonlex.SkipWS(value, end)
 		if end != len(value) {
 			err = malformed("json: trailing data at offset %d", end)
 		}
@@ -82,18 +85,6 @@ func (w *jsonWalker) run(dst, value []byte, seal SealFunc, open OpenFunc) ([]byt
 		return dst, err
 	}
 	return out, nil
-}
-
-func skipWS(b []byte, i int) int {
-	for i < len(b) {
-		switch b[i] {
-		case ' ', '\t', '\n', '\r':
-			i++
-		default:
-			return i
-		}
-	}
-	return i
 }
 
 // value scans the JSON value starting at i (no leading whitespace) and returns
@@ -117,139 +108,29 @@ func (s *jscan) value(i int, n *pnode) (int, error) {
 	case '[':
 		return s.array(i, n)
 	case '"':
-		end, _, err := scanString(src, i)
-		return end, err
+		end, _, err := jsonlex.String(src, i)
+		return end, lexErr(err)
 	case 't':
-		return literal(src, i, "true")
+		end, err := jsonlex.Literal(src, i, "true")
+		return end, lexErr(err)
 	case 'f':
-		return literal(src, i, "false")
+		end, err := jsonlex.Literal(src, i, "false")
+		return end, lexErr(err)
 	case 'n':
-		return literal(src, i, "null")
+		end, err := jsonlex.Literal(src, i, "null")
+		return end, lexErr(err)
 	default:
-		return scanNumber(src, i)
+		end, err := jsonlex.Number(src, i)
+		return end, lexErr(err)
 	}
 }
 
-func literal(src []byte, i int, lit string) (int, error) {
-	if len(src)-i < len(lit) || string(src[i:i+len(lit)]) != lit {
-		return i, malformed("json: invalid literal at offset %d", i)
+// lexErr words a jsonlex error as this package's ErrMalformed.
+func lexErr(err error) error {
+	if err == nil {
+		return nil
 	}
-	return i + len(lit), nil
-}
-
-func scanNumber(src []byte, i int) (int, error) {
-	start := i
-	if i < len(src) && src[i] == '-' {
-		i++
-	}
-	if i >= len(src) {
-		return i, malformed("json: invalid number at offset %d", start)
-	}
-	switch {
-	case src[i] == '0':
-		i++
-	case src[i] >= '1' && src[i] <= '9':
-		for i < len(src) && src[i] >= '0' && src[i] <= '9' {
-			i++
-		}
-	default:
-		return i, malformed("json: invalid character at offset %d", i)
-	}
-	if i < len(src) && src[i] == '.' {
-		i++
-		d := i
-		for i < len(src) && src[i] >= '0' && src[i] <= '9' {
-			i++
-		}
-		if i == d {
-			return i, malformed("json: invalid number at offset %d", start)
-		}
-	}
-	if i < len(src) && (src[i] == 'e' || src[i] == 'E') {
-		i++
-		if i < len(src) && (src[i] == '+' || src[i] == '-') {
-			i++
-		}
-		d := i
-		for i < len(src) && src[i] >= '0' && src[i] <= '9' {
-			i++
-		}
-		if i == d {
-			return i, malformed("json: invalid number at offset %d", start)
-		}
-	}
-	return i, nil
-}
-
-// strSafe[c] is true for bytes that can appear in a JSON string unescaped
-// and need no attention (not '"', '\\', or a control character).
-var strSafe = func() (t [256]bool) {
-	for c := 0x20; c < 256; c++ {
-		t[c] = c != '"' && c != '\\'
-	}
-	return
-}()
-
-// scanString scans the string starting at src[i]=='"'. It returns the offset
-// after the closing quote and whether the string contains escapes.
-func scanString(src []byte, i int) (int, bool, error) {
-	start := i
-	i++
-	esc := false
-	for {
-		// 8 bytes at a time while none is '"', '\\' or a control character
-		for i+8 <= len(src) {
-			v := binary.LittleEndian.Uint64(src[i:])
-			if (hasZeroByte(v^0x2222222222222222)|hasZeroByte(v^0x5c5c5c5c5c5c5c5c)|hasLessByte(v, 0x20))&0x8080808080808080 != 0 {
-				break
-			}
-			i += 8
-		}
-		for i < len(src) && strSafe[src[i]] {
-			i++
-		}
-		if i >= len(src) {
-			return i, esc, malformed("json: unterminated string at offset %d", start)
-		}
-		switch c := src[i]; {
-		case c == '"':
-			return i + 1, esc, nil
-		case c == '\\':
-			esc = true
-			if i+1 >= len(src) {
-				return i, esc, malformed("json: unterminated string at offset %d", start)
-			}
-			switch src[i+1] {
-			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
-				i += 2
-			case 'u':
-				if len(src)-i < 6 || !isHex4(src[i+2:i+6]) {
-					return i, esc, malformed("json: invalid \\u escape at offset %d", i)
-				}
-				i += 6
-			default:
-				return i, esc, malformed("json: invalid escape at offset %d", i)
-			}
-		default:
-			return i, esc, malformed("json: control character in string at offset %d", i)
-		}
-	}
-}
-
-func hasZeroByte(x uint64) uint64 { return (x - 0x0101010101010101) & ^x & 0x8080808080808080 }
-
-// hasLessByte is non-zero if some byte of x is < n (n <= 128).
-func hasLessByte(x uint64, n uint64) uint64 {
-	return (x - 0x0101010101010101*n) & ^x & 0x8080808080808080
-}
-
-func isHex4(b []byte) bool {
-	for _, c := range b[:4] {
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
-			return false
-		}
-	}
-	return true
+	return fmt.Errorf("%w: %v", ErrMalformed, err)
 }
 
 func (s *jscan) object(i int, n *pnode) (int, error) {
@@ -258,7 +139,7 @@ func (s *jscan) object(i int, n *pnode) (int, error) {
 		return i, malformed("json: nesting deeper than %d", maxDepth)
 	}
 	defer func() { s.depth-- }()
-	i = skipWS(src, i+1)
+	i = jsonlex.SkipWS(src, i+1)
 	if i < len(src) && src[i] == '}' {
 		return i + 1, nil
 	}
@@ -267,15 +148,16 @@ func (s *jscan) object(i int, n *pnode) (int, error) {
 			return i, malformed("json: expected object key at offset %d", i)
 		}
 		kstart := i
-		kend, esc, err := scanString(src, i)
+		kend, esc, err := jsonlex.String(src, i)
+		err = lexErr(err)
 		if err != nil {
 			return kend, err
 		}
-		i = skipWS(src, kend)
+		i = jsonlex.SkipWS(src, kend)
 		if i >= len(src) || src[i] != ':' {
 			return i, malformed("json: expected ':' at offset %d", i)
 		}
-		i = skipWS(src, i+1)
+		i = jsonlex.SkipWS(src, i+1)
 		var child *pnode
 		if n != nil && n.keys != nil {
 			raw := src[kstart+1 : kend-1]
@@ -295,13 +177,13 @@ func (s *jscan) object(i int, n *pnode) (int, error) {
 		if err != nil {
 			return i, err
 		}
-		i = skipWS(src, i)
+		i = jsonlex.SkipWS(src, i)
 		if i >= len(src) {
 			return i, malformed("json: unterminated object")
 		}
 		switch src[i] {
 		case ',':
-			i = skipWS(src, i+1)
+			i = jsonlex.SkipWS(src, i+1)
 		case '}':
 			return i + 1, nil
 		default:
@@ -316,7 +198,7 @@ func (s *jscan) array(i int, n *pnode) (int, error) {
 		return i, malformed("json: nesting deeper than %d", maxDepth)
 	}
 	defer func() { s.depth-- }()
-	i = skipWS(src, i+1)
+	i = jsonlex.SkipWS(src, i+1)
 	if i < len(src) && src[i] == ']' {
 		return i + 1, nil
 	}
@@ -337,13 +219,13 @@ func (s *jscan) array(i int, n *pnode) (int, error) {
 		if err != nil {
 			return i, err
 		}
-		i = skipWS(src, i)
+		i = jsonlex.SkipWS(src, i)
 		if i >= len(src) {
 			return i, malformed("json: unterminated array")
 		}
 		switch src[i] {
 		case ',':
-			i = skipWS(src, i+1)
+			i = jsonlex.SkipWS(src, i+1)
 		case ']':
 			return i + 1, nil
 		default:
