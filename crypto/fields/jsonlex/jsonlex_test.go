@@ -22,9 +22,9 @@ func TestTokens(t *testing.T) {
 		{`"\q"`, -1, false},
 		{`"abc`, -1, false},
 		{"\"a\x01b\"", -1, false},
-		{`"` + long + `"`, len(long) + 2, false},                 // the IndexByte path
-		{`"` + long + "\x1f" + `"`, -1, false},                   // a control character there
-		{`"` + long + `\n"`, len(long) + 4, true},                // an escape sends it to the loop
+		{`"` + long + `"`, len(long) + 2, false},                // the IndexByte path
+		{`"` + long + "\x1f" + `"`, -1, false},                  // a control character there
+		{`"` + long + `\n"`, len(long) + 4, true},               // an escape sends it to the loop
 		{`"` + long + `\"` + long + `"`, 2*len(long) + 4, true}, // a quote that is escaped
 	} {
 		end, esc, err := String([]byte(tc.in), 0)
