@@ -14,8 +14,10 @@ build:
 # Everything: unit, end-to-end (kfake + Go clients) and interop tests (kcat,
 # confluent-kafka-python, kafka-python, kafkajs, HAProxy, SoftHSM2). Interop
 # tests build and run bin/strait.
-# The data path and the crypto run a second time under the race detector.
-RACE_PKGS := ./proxy/... ./interceptor/... ./metadata/... ./crypto/... ./records/... ./config/...
+# The data path, the crypto, policy and authswap (re-authentication, token
+# renewal, parallel policy runs) run a second time under the race detector.
+RACE_PKGS := ./proxy/... ./interceptor/... ./metadata/... ./topicid/... ./crypto/... ./records/... ./config/... \
+             ./policy/... ./catalog/... ./authswap/... ./internal/vaultauth/...
 
 test: build
 	$(GO) vet $(PKGS)
