@@ -413,9 +413,10 @@ type state struct {
 	maxBatch     int   // bound on a rebuilt records section
 	minGrowth    int   // Rewriter.MinGrowth, 0 outside Rewrite
 	split        int   // Rewriter.SplitBytes, 0 outside Rewrite
-	ends         []int // split: end of each record in the rebuilt body
+	ends         []int // split, first offset delta not 0: end of each record in the rebuilt body
 	part         []byte
 	prevDelta    int64 // offset delta of the previous record of the batch
+	cut          cut   // split: the part being written
 
 	hdr  kmsg.RecordBatch
 	kr   kmsg.Record
@@ -583,6 +584,7 @@ func (st *state) rewriteBatch(pos int, raw []byte, fn func(*Record) (bool, error
 	inBody := codec != codecNone || st.split > 0
 	var (
 		rebuilt    bool
+		cutting    bool // split: the parts are cut as the records are written (cutRecord)
 		batchStart int
 		p          int
 	)
@@ -595,11 +597,45 @@ func (st *state) rewriteBatch(pos int, raw []byte, fn func(*Record) (bool, error
 		if err != nil {
 			return &BatchError{Pos: pos, BaseOffset: st.hdr.FirstOffset, Err: err}
 		}
+		if i == 0 && st.split > 0 && st.rec.offDelta == 0 {
+			// Every part's offset deltas count from its first record, so
+			// the first part is the batch as rebuilt whole (the one batch
+			// written if no cut is needed) only when the first delta is 0,
+			// as producers write it. Otherwise (below) the records are
+			// rebuilt whole into st.body and cut afterwards (appendSplit).
+			cutting = true
+		}
 		changed, err := fn(&st.rec)
 		if err != nil {
 			return fmt.Errorf("records: record at offset %d: %w", st.rec.Offset(), err)
 		}
-		if changed {
+		if cutting {
+			if changed && !rebuilt {
+				rebuilt = true
+				st.begin(pos)
+				batchStart = len(st.out)
+				st.startCut()
+				// The records before this one, as they were.
+				for q := 0; q < p; {
+					r, err := st.cutRaw(pos, body[q:])
+					if err != nil {
+						return err
+					}
+					q += r
+				}
+			}
+			if changed {
+				err = st.cutRecord(pos, &st.rec)
+			} else if rebuilt {
+				_, err = st.cutRaw(pos, body[p:end])
+			}
+			if err != nil {
+				return err
+			}
+			if rebuilt && st.cut.total > st.maxBatch {
+				return &BatchError{Pos: pos, BaseOffset: st.hdr.FirstOffset, Err: fmt.Errorf("%w: rewritten records exceed %d bytes", ErrTooLarge, st.maxBatch)}
+			}
+		} else if changed {
 			if !rebuilt {
 				rebuilt = true
 				st.begin(pos)
@@ -628,7 +664,7 @@ func (st *state) rewriteBatch(pos int, raw []byte, fn func(*Record) (bool, error
 				st.out = append(st.out, body[p:end]...)
 			}
 		}
-		if st.split > 0 {
+		if st.split > 0 && !cutting {
 			// Until the first change the rebuilt body is the input, so
 			// positions agree.
 			e := end
@@ -637,7 +673,7 @@ func (st *state) rewriteBatch(pos int, raw []byte, fn func(*Record) (bool, error
 			}
 			st.ends = append(st.ends, e)
 		}
-		if rebuilt {
+		if rebuilt && !cutting {
 			size := len(st.body)
 			if !inBody {
 				size = len(st.out) - batchStart - batchHeaderLen
@@ -659,6 +695,9 @@ func (st *state) rewriteBatch(pos int, raw []byte, fn func(*Record) (bool, error
 	if !rebuilt {
 		st.copyRaw(raw)
 		return nil
+	}
+	if cutting {
+		return st.endCut(pos, batchStart)
 	}
 	if st.split > 0 && SplitBound(st.hdr.Attributes, len(st.body)) > st.split {
 		st.out = st.out[:batchStart]
@@ -736,32 +775,19 @@ func (st *state) appendPart(pos int, recs []byte, n int32) error {
 	var base, last int32
 	var maxTS int64
 	for i, p := int32(0), 0; i < n; i++ {
-		l, ln := binary.Varint(recs[p:])
-		if ln <= 0 || l < 1 || int64(len(recs)-p-ln) < l {
-			return &BatchError{Pos: pos, BaseOffset: st.hdr.FirstOffset, Err: corrupt("rebuilt record at byte %d: bad length", p)}
-		}
-		rec := recs[p+ln : p+ln+int(l)] // attributes | timestamp delta | offset delta | key, value, headers
-		ts, tn := binary.Varint(rec[1:])
-		if tn <= 0 {
-			return &BatchError{Pos: pos, BaseOffset: st.hdr.FirstOffset, Err: corrupt("rebuilt record at byte %d: bad timestamp delta", p)}
-		}
-		off, on := binary.Varint(rec[1+tn:])
-		if on <= 0 || off < math.MinInt32 || off > math.MaxInt32 {
-			return &BatchError{Pos: pos, BaseOffset: st.hdr.FirstOffset, Err: corrupt("rebuilt record at byte %d: bad offset delta", p)}
+		size, ts, off, err := st.recordDeltas(pos, recs, p)
+		if err != nil {
+			return err
 		}
 		if i == 0 {
-			base = int32(off)
+			base = off
 		}
-		last = int32(off) - base
+		last = off - base
 		if i == 0 || ts > maxTS {
 			maxTS = ts
 		}
-		rest := rec[1+tn+on:]
-		dst = binary.AppendVarint(dst, int64(1+tn+varintLen(int64(last))+len(rest)))
-		dst = append(dst, rec[:1+tn]...)
-		dst = binary.AppendVarint(dst, int64(last))
-		dst = append(dst, rest...)
-		p += ln + int(l)
+		dst = appendRenumbered(dst, recs[p:p+size], last)
+		p += size
 	}
 	h := st.partHeader(base, last, n, maxTS)
 	if codec == codecNone {
@@ -779,6 +805,217 @@ func (st *state) appendPart(pos int, recs []byte, n int32) error {
 		return &BatchError{Pos: pos, BaseOffset: st.hdr.FirstOffset, Err: fmt.Errorf("records: %s compression: %w", Codec(st.hdr.Attributes), err)}
 	}
 	return st.finishBatch(pos, batchStart)
+}
+
+// cut is the state of a rebuilt batch being cut into parts as its records
+// are written (Rewriter.SplitBytes, first offset delta 0): each record goes
+// straight into the current part with its offset delta renumbered from the
+// part's first record, and a record that would take the part past the
+// limit starts the next one. Where the parts are cut is judged, as
+// appendSplit judges it, from the records encoded with their offset deltas
+// as in the input (bound), so the cuts do not depend on the renumbering.
+type cut struct {
+	start int   // uncompressed: where the part's header goes in st.out (the records follow it); compressed: st.body holds them
+	base  int32 // the input offset delta of the part's first record
+	n     int32 // records in the part
+	last  int32 // renumbered offset delta of the part's last record
+	maxTS int64 // largest timestamp delta in the part
+	bound int   // the part's records, encoded with their input offset deltas
+	parts int   // parts written before this one
+	total int   // every record so far, as bound: the size of the batch rebuilt whole
+	// err is the first error of a part (a record that cannot fit alone, a
+	// part that fails to compress), reported once the batch has been read
+	// to its end, where appendSplit would have: errors found while reading
+	// come first. No more is written after it.
+	err error
+}
+
+// startCut starts the first part of a cut batch, at the end of st.out.
+func (st *state) startCut() {
+	st.cut = cut{}
+	st.body = st.body[:0]
+	st.openPart(0) // uncompressed: its header goes at batchStart
+}
+
+// openPart starts a part whose first record has input offset delta base.
+func (st *state) openPart(base int32) {
+	c := &st.cut
+	c.base, c.n, c.last, c.maxTS, c.bound = base, 0, 0, 0, 0
+	if st.hdr.Attributes&attrCompression == codecNone {
+		c.start = len(st.out)
+		st.out = append(st.out, zeroHeader[:]...)
+	}
+}
+
+// cutNext accounts for a record of size bytes (encoded with offset delta
+// delta, as in the input) about to be written, closing the current part
+// first if the record does not fit it. It reports whether to write the
+// record: not once an error is pending.
+func (st *state) cutNext(pos, size int, delta int32) bool {
+	c := &st.cut
+	c.total += size
+	if c.err != nil {
+		return false
+	}
+	if c.n > 0 && SplitBound(st.hdr.Attributes, c.bound+size) > st.split {
+		if st.closePart(pos); c.err != nil {
+			return false
+		}
+		c.parts++
+		st.openPart(delta)
+	}
+	if c.n == 0 && SplitBound(st.hdr.Attributes, size) > st.split {
+		c.err = &BatchError{Pos: pos, BaseOffset: st.hdr.FirstOffset, Err: fmt.Errorf("%w: %w: a record of %d bytes cannot fit a batch of %d bytes even alone", ErrTooLarge, ErrRecordTooLarge, size, st.split)}
+		return false
+	}
+	c.bound += size
+	return true
+}
+
+// cutAdded accounts for the record just written to the current part.
+func (st *state) cutAdded(delta int32, ts int64) {
+	c := &st.cut
+	if c.n == 0 || ts > c.maxTS {
+		c.maxTS = ts
+	}
+	c.last = delta - c.base
+	c.n++
+}
+
+// partBuf is where the current part's records are written.
+func (st *state) partBuf() *[]byte {
+	if st.hdr.Attributes&attrCompression == codecNone {
+		return &st.out
+	}
+	return &st.body
+}
+
+// cutRecord writes the record the callback changed to the current part.
+func (st *state) cutRecord(pos int, r *Record) error {
+	kr := kmsg.Record{
+		Attributes:       r.attrs,
+		TimestampDelta:   int32(r.tsDelta),
+		TimestampDelta64: r.tsDelta,
+		OffsetDelta:      r.offDelta,
+		Key:              r.Key,
+		Value:            r.Value,
+		Headers:          r.Headers,
+	}
+	n := recordBodyLen(&kr)
+	if n > math.MaxInt32 {
+		return fmt.Errorf("%w: record of %d bytes", ErrTooLarge, n)
+	}
+	if !st.cutNext(pos, varintLen(int64(n))+n, r.offDelta) {
+		return nil
+	}
+	d := r.offDelta - st.cut.base
+	kr.OffsetDelta = d
+	kr.Length = int32(n - varintLen(int64(r.offDelta)) + varintLen(int64(d)))
+	b := st.partBuf()
+	*b = kr.AppendTo(*b)
+	st.cutAdded(r.offDelta, r.tsDelta)
+	return nil
+}
+
+// cutRaw writes the encoded record at the start of recs (one the callback
+// did not change) to the current part and returns its size.
+func (st *state) cutRaw(pos int, recs []byte) (int, error) {
+	size, ts, off, err := st.recordDeltas(pos, recs, 0)
+	if err != nil {
+		return 0, err
+	}
+	if !st.cutNext(pos, size, off) {
+		return size, nil
+	}
+	b := st.partBuf()
+	if st.cut.base == 0 {
+		*b = append(*b, recs[:size]...)
+	} else {
+		*b = appendRenumbered(*b, recs[:size], off-st.cut.base)
+	}
+	st.cutAdded(off, ts)
+	return size, nil
+}
+
+// closePart writes the current part's header (and, compressed, its
+// records) and sets its length and CRC; an error is left in st.cut.err.
+func (st *state) closePart(pos int) {
+	c := &st.cut
+	h := st.partHeader(c.base, c.last, c.n, c.maxTS)
+	c.err = st.writePart(pos, &h)
+}
+
+// writePart writes the current part with header h.
+func (st *state) writePart(pos int, h *kmsg.RecordBatch) error {
+	c := &st.cut
+	codec := st.hdr.Attributes & attrCompression
+	if codec == codecNone {
+		if hb := h.AppendTo(st.out[c.start:c.start]); len(hb) != batchHeaderLen {
+			return &BatchError{Pos: pos, BaseOffset: st.hdr.FirstOffset, Err: fmt.Errorf("records: batch header of %d bytes", len(hb))}
+		}
+		return st.finishBatch(pos, c.start)
+	}
+	c.start = len(st.out)
+	st.out = h.AppendTo(st.out)
+	var err error
+	st.out, err = compress(st.out, st.body, codec, isXerial(st.hdr.Records))
+	st.body = st.body[:0]
+	if err != nil {
+		return &BatchError{Pos: pos, BaseOffset: st.hdr.FirstOffset, Err: fmt.Errorf("records: %s compression: %w", Codec(st.hdr.Attributes), err)}
+	}
+	return st.finishBatch(pos, c.start)
+}
+
+// endCut finishes a cut batch: if no cut was needed, its one part is the
+// batch rebuilt whole, under the input's header; else the last part.
+func (st *state) endCut(pos, batchStart int) error {
+	c := &st.cut
+	if c.err != nil {
+		return c.err
+	}
+	if c.parts == 0 {
+		h := st.hdr
+		h.Records = nil
+		c.start = batchStart
+		return st.writePart(pos, &h)
+	}
+	st.closePart(pos)
+	return c.err
+}
+
+// recordDeltas reads the length prefix, timestamp delta and offset delta
+// of the encoded record at recs[p:]; size is the record's size with its
+// length prefix.
+func (st *state) recordDeltas(pos int, recs []byte, p int) (size int, ts int64, off int32, err error) {
+	l, ln := binary.Varint(recs[p:])
+	if ln <= 0 || l < 1 || int64(len(recs)-p-ln) < l {
+		return 0, 0, 0, &BatchError{Pos: pos, BaseOffset: st.hdr.FirstOffset, Err: corrupt("rebuilt record at byte %d: bad length", p)}
+	}
+	rec := recs[p+ln : p+ln+int(l)] // attributes | timestamp delta | offset delta | key, value, headers
+	ts, tn := binary.Varint(rec[1:])
+	if tn <= 0 {
+		return 0, 0, 0, &BatchError{Pos: pos, BaseOffset: st.hdr.FirstOffset, Err: corrupt("rebuilt record at byte %d: bad timestamp delta", p)}
+	}
+	o, on := binary.Varint(rec[1+tn:])
+	if on <= 0 || o < math.MinInt32 || o > math.MaxInt32 {
+		return 0, 0, 0, &BatchError{Pos: pos, BaseOffset: st.hdr.FirstOffset, Err: corrupt("rebuilt record at byte %d: bad offset delta", p)}
+	}
+	return ln + int(l), ts, int32(o), nil
+}
+
+// appendRenumbered appends the encoded record rec (length prefix
+// included, as read by recordDeltas) with offset delta delta: only the
+// length prefix and the offset delta change, the rest is copied.
+func appendRenumbered(dst, rec []byte, delta int32) []byte {
+	_, ln := binary.Varint(rec)
+	body := rec[ln:] // attributes | timestamp delta | offset delta | key, value, headers
+	_, tn := binary.Varint(body[1:])
+	_, on := binary.Varint(body[1+tn:])
+	rest := body[1+tn+on:]
+	dst = binary.AppendVarint(dst, int64(1+tn+varintLen(int64(delta))+len(rest)))
+	dst = append(dst, body[:1+tn]...)
+	dst = binary.AppendVarint(dst, int64(delta))
+	return append(dst, rest...)
 }
 
 // zeroHeader reserves a batch header's room.

@@ -9,6 +9,7 @@ import (
 	"math"
 	"testing"
 
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
@@ -139,4 +140,135 @@ func TestSplitRecordTooLargeAlone(t *testing.T) {
 	if !errors.Is(err, ErrTooLarge) || !errors.Is(err, ErrRecordTooLarge) {
 		t.Fatalf("err %v, want ErrTooLarge for a record that cannot fit alone", err)
 	}
+}
+
+// TestSplitMatchesRebuiltWhole: a split batch is the batch rebuilt whole
+// (Rewrite without SplitBytes) cut greedily by the size of its records as
+// rebuilt, each part's offset deltas renumbered from its first record, for
+// callbacks that change every record, some of them, or only later ones
+// (the records before the first change, and the unchanged ones after it,
+// are copied with only their offset delta renumbered), with gaps in the
+// offsets, and with a first offset delta that is not 0.
+func TestSplitMatchesRebuiltWhole(t *testing.T) {
+	for _, codec := range []int16{0, 2, 4} {
+		for _, first := range []int32{0, 3} {
+			for name, change := range map[string]func(i int) bool{
+				"all":   func(int) bool { return true },
+				"some":  func(i int) bool { return i%3 != 1 },
+				"later": func(i int) bool { return i >= 40 },
+			} {
+				t.Run(fmt.Sprintf("%s/first%d/%s", Codec(codec), first, name), func(t *testing.T) {
+					recs := make([]kmsg.Record, 200)
+					for i := range recs {
+						recs[i] = kmsg.Record{Key: fmt.Appendf(nil, "k%d", i), Value: bytes.Repeat([]byte{byte(i)}, 300+i*7%500), TimestampDelta64: int64(i * 5 % 13)}
+					}
+					in := idempotent(buildGapped(t, codec, recs, first), 9, 1, 100, false)
+					fn := func() func(*Record) (bool, error) {
+						i := -1
+						return func(r *Record) (bool, error) {
+							i++
+							if !change(i) {
+								return false, nil
+							}
+							return grow(r)
+						}
+					}
+					whole, _, err := Rewrite(nil, in, fn())
+					if err != nil {
+						t.Fatal(err)
+					}
+					wb := splitBatches(t, whole)[0]
+					const limit = 24 << 10
+					out, _, err := (&Rewriter{SplitBytes: limit}).Rewrite(nil, in, fn())
+					if err != nil {
+						t.Fatal(err)
+					}
+					parts := splitBatches(t, out)
+					if len(parts) < 3 {
+						t.Fatalf("%d parts", len(parts))
+					}
+					j := 0
+					for pi, p := range parts {
+						// Cut where the records as rebuilt whole reach the
+						// bound: they fit, with the next one they would not.
+						mine := wb.recs[j : j+len(p.recs)]
+						if SplitBound(codec, encodedSize(mine)) > limit {
+							t.Fatalf("part %d: %d bytes of records, over the bound", pi, encodedSize(mine))
+						}
+						if pi+1 < len(parts) && SplitBound(codec, encodedSize(wb.recs[j:j+len(p.recs)+1])) <= limit {
+							t.Fatalf("part %d cut early: the next record fit", pi)
+						}
+						for k, r := range p.recs {
+							w := wb.recs[j]
+							w.OffsetDelta -= wb.recs[j-k].OffsetDelta
+							r.Length, w.Length = 0, 0
+							if !bytes.Equal(r.AppendTo(nil), w.AppendTo(nil)) {
+								t.Fatalf("part %d record %d differs from the batch rebuilt whole", pi, k)
+							}
+							j++
+						}
+						h := p.hdr
+						if want := incrementSequence(100, wb.recs[j-len(p.recs)].OffsetDelta); h.FirstSequence != want {
+							t.Fatalf("part %d base sequence %d, want %d", pi, h.FirstSequence, want)
+						}
+						if h.LastOffsetDelta != p.recs[len(p.recs)-1].OffsetDelta {
+							t.Fatalf("part %d last offset delta %d", pi, h.LastOffsetDelta)
+						}
+					}
+					if j != len(recs) {
+						t.Fatalf("%d records in the parts, want %d", j, len(recs))
+					}
+				})
+			}
+		}
+	}
+}
+
+// encodedSize is the size of recs encoded, length prefixes included.
+func encodedSize(recs []kmsg.Record) int {
+	n := 0
+	for _, r := range recs {
+		n += len(r.AppendTo(nil))
+	}
+	return n
+}
+
+// buildGapped builds a batch of recs whose offset deltas start at first
+// and leave a gap after every tenth record (as compaction leaves them),
+// compressed with kgo's compressor.
+func buildGapped(t *testing.T, codec int16, recs []kmsg.Record, first int32) []byte {
+	t.Helper()
+	var body []byte
+	d := first
+	for i := range recs {
+		r := recs[i]
+		r.OffsetDelta = d
+		r.Length = 0
+		r.Length = int32(len(r.AppendTo(nil)) - 1)
+		body = r.AppendTo(body)
+		d++
+		if i%10 == 9 {
+			d += 2
+		}
+	}
+	records := body
+	if codec != 0 {
+		cc := map[int16]kgo.CompressionCodec{2: kgo.SnappyCompression(), 4: kgo.ZstdCompression()}[codec]
+		c, err := kgo.DefaultCompressor(cc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, _ := c.Compress(new(bytes.Buffer), body)
+		records = append([]byte(nil), out...)
+	}
+	h := kmsg.RecordBatch{
+		PartitionLeaderEpoch: -1, Magic: 2, Attributes: codec, LastOffsetDelta: d - 1,
+		FirstTimestamp: 1700000000000, MaxTimestamp: 1700000000000 + 12,
+		ProducerID: -1, ProducerEpoch: -1, FirstSequence: -1,
+		NumRecords: int32(len(recs)), Records: records,
+	}
+	out := h.AppendTo(nil)
+	binary.BigEndian.PutUint32(out[8:], uint32(len(out)-12))
+	binary.BigEndian.PutUint32(out[17:], crc32.Checksum(out[21:], castagnoli))
+	return out
 }
