@@ -239,6 +239,15 @@ func appendResponseFrame(dst []byte, corr int32, resp kmsg.Response) []byte {
 // it, keeping the client's header.
 func appendRequestFrame(dst []byte, h reqHeader, req kmsg.Request) []byte {
 	start := len(dst)
+	dst = appendRequestHeader(dst, h, req.IsFlexible())
+	dst = req.AppendTo(dst)
+	binary.BigEndian.PutUint32(dst[start:], uint32(len(dst)-start-4))
+	return dst
+}
+
+// appendRequestHeader appends a frame's size prefix (0, to be set) and the
+// request header h.
+func appendRequestHeader(dst []byte, h reqHeader, flexible bool) []byte {
 	dst = append(dst, 0, 0, 0, 0)
 	dst = binary.BigEndian.AppendUint16(dst, uint16(h.key))
 	dst = binary.BigEndian.AppendUint16(dst, uint16(h.version))
@@ -249,11 +258,9 @@ func appendRequestFrame(dst []byte, h reqHeader, req kmsg.Request) []byte {
 		dst = binary.BigEndian.AppendUint16(dst, uint16(len(h.clientID)))
 		dst = append(dst, h.clientID...)
 	}
-	if req.IsFlexible() {
+	if flexible {
 		dst = append(dst, 0)
 	}
-	dst = req.AppendTo(dst)
-	binary.BigEndian.PutUint32(dst[start:], uint32(len(dst)-start-4))
 	return dst
 }
 

@@ -47,10 +47,10 @@ type session struct {
 	bytesOut  atomic.Int64 // Strait → client
 	requests  atomic.Int64
 	lastID    []byte
-	// Re-encoded frames are built in these and copied into the bufio
+	// Re-encoded frames are built in these and written to the bufio
 	// writers at once, so each goroutine reuses its own.
-	reqScratch  []byte // reader goroutine
-	respScratch []byte // pump goroutine
+	reqFrames   reencoded // reader goroutine
+	respScratch []byte    // pump goroutine
 	// Write deadlines, each refreshed by the one goroutine that writes
 	// that socket: the pump writes the client, the reader the upstream.
 	clientWD, upWD writeDeadline
@@ -371,7 +371,7 @@ func (ss *session) request(ctx context.Context, h reqHeader, c class, frame []by
 	acks := c.acks // produce with acks=0 gets no response
 	p := pending{key: h.key, version: h.version, corr: h.corr}
 	reqHooked, respHooked := c.reqHooked, c.respHooked
-	var out []byte // a re-encoded frame, when a hook changed the request
+	var out *reencoded // the re-encoded frames, when a hook changed the request
 	if reqHooked || respHooked {
 		p.newExchange(ss, h)
 		reqHooked, respHooked = p.chain.Hooked(h.key, h.version) // the generation p holds
@@ -400,8 +400,9 @@ func (ss *session) request(ctx context.Context, h reqHeader, c class, frame []by
 			extra = p.x.Extra()
 		}
 		if p.x.Response == nil && (p.x.RequestModified() || len(extra) > 0) {
-			ss.reqScratch = appendRequestFrame(ss.reqScratch[:0], h, req)
-			tooLarge := len(ss.reqScratch)-4 > int(s.cfg.Limits.MaxFrameBytes)
+			re := &ss.reqFrames
+			re.reset()
+			tooLarge := re.add(h, req) > int(s.cfg.Limits.MaxFrameBytes)
 			// The parts of a split request follow the first, each a
 			// frame of its own with the client's header: written
 			// upstream together, in order.
@@ -412,19 +413,18 @@ func (ss *session) request(ctx context.Context, h reqHeader, c class, frame []by
 					return owned, false
 				}
 				r.SetVersion(h.version)
-				start := len(ss.reqScratch)
-				ss.reqScratch = appendRequestFrame(ss.reqScratch, h, r)
-				tooLarge = tooLarge || len(ss.reqScratch)-start-4 > int(s.cfg.Limits.MaxFrameBytes)
+				tooLarge = re.add(h, r) > int(s.cfg.Limits.MaxFrameBytes) || tooLarge
 			}
-			out = ss.reqScratch
+			out = re
 			if tooLarge {
 				// The hooks grew the request past what the broker
 				// takes: answer it here rather than send a frame the
 				// broker would drop the connection for.
+				re.reset()
+				out = nil
 				if !ss.answerLocally(p.x, req, kerr.MessageTooLarge.Code) {
 					return owned, false
 				}
-				out = nil
 			} else if len(extra) > 0 {
 				p.parts, p.decodeResp = 1+len(extra), true
 			}
@@ -667,11 +667,12 @@ func (ss *session) enqueue(p pending) bool {
 	}
 }
 
-func (ss *session) forward(frame, out []byte) error {
+func (ss *session) forward(frame []byte, out *reencoded) error {
 	ss.upWD.arm(ss.up.conn, ss.srv.cfg.Limits.StallTimeout.D())
 	w := ss.up.w.get()
 	if out != nil {
-		_, err := w.Write(out)
+		err := out.writeTo(w)
+		out.reset()
 		return err
 	}
 	if err := writeSize(w, len(frame)); err != nil {
