@@ -15,9 +15,6 @@ import (
 	kscram "github.com/segmentio/kafka-go/sasl/scram"
 	fscram "github.com/twmb/franz-go/pkg/sasl/scram"
 	"github.com/xdg-go/scram"
-
-	"github.com/strait-proxy/strait/authswap"
-	"github.com/strait-proxy/strait/config"
 )
 
 // Two more clients nobody here wrote, at their default settings but for
@@ -25,16 +22,7 @@ import (
 // SCRAM, and Strait writes upstream as the mapped principal (the broker's
 // ACLs prove which one).
 func TestOtherGoClients(t *testing.T) {
-	upstream := aclCluster(t)
-	dir := t.TempDir()
-	credsFile := writeSecretFile(t, dir, "upstream.yaml", map[string]any{"principals": map[string]any{
-		"alice": map[string]string{"mechanism": "SCRAM-SHA-256", "username": "alice-up", "password": aliceUpPw},
-		"bob":   map[string]string{"mechanism": "PLAIN", "username": "bob-up", "password": bobUpPw},
-	}})
-	s := startStrait(t, upstream, authswap.Config{
-		SASL:        &authswap.SASLConfig{Mechanisms: []string{"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"}, UsersFile: usersFile(t, dir), SessionLifetime: config.Duration(time.Hour)},
-		Credentials: &authswap.CredentialsConfig{File: credsFile},
-	}, nil)
+	s := saslSwap(t)
 
 	type produceFn func(user, pass, mech, value string) error
 	clients := map[string]produceFn{

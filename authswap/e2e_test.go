@@ -230,17 +230,25 @@ func isSaslFailed(err error) bool {
 	return errors.Is(err, kerr.SaslAuthenticationFailed) || (err != nil && strings.Contains(err.Error(), "SASL_AUTHENTICATION_FAILED"))
 }
 
-func TestSASLSwapEndToEnd(t *testing.T) {
+// saslSwap starts the ACL cluster and a Strait terminating PLAIN and SCRAM
+// (usersFile) that maps alice to alice-up (SCRAM-SHA-256, ACL on orders)
+// and bob to bob-up (PLAIN, no ACL).
+func saslSwap(t *testing.T) *strait {
+	t.Helper()
 	upstream := aclCluster(t)
 	dir := t.TempDir()
 	credsFile := writeSecretFile(t, dir, "upstream.yaml", map[string]any{"principals": map[string]any{
 		"alice": map[string]string{"mechanism": "SCRAM-SHA-256", "username": "alice-up", "password": aliceUpPw},
 		"bob":   map[string]string{"mechanism": "PLAIN", "username": "bob-up", "password": bobUpPw},
 	}})
-	s := startStrait(t, upstream, authswap.Config{
+	return startStrait(t, upstream, authswap.Config{
 		SASL:        &authswap.SASLConfig{Mechanisms: []string{"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"}, UsersFile: usersFile(t, dir), SessionLifetime: config.Duration(time.Hour)},
 		Credentials: &authswap.CredentialsConfig{File: credsFile},
 	}, nil)
+}
+
+func TestSASLSwapEndToEnd(t *testing.T) {
+	s := saslSwap(t)
 
 	mechs := map[string]func(u, p string) ksasl.Mechanism{
 		"PLAIN":         func(u, p string) ksasl.Mechanism { return plain.Auth{User: u, Pass: p}.AsMechanism() },
