@@ -164,8 +164,6 @@ func (r *gwReplica) stop(t *testing.T, sig syscall.Signal) time.Duration {
 // README's file is the one tested).
 func gwHAProxy(t *testing.T, p gwPorts) (statsURL string) {
 	t.Helper()
-	raw, err := os.ReadFile(filepath.Join("gateway", "haproxy.cfg"))
-	straittest.Must(t, err, "read haproxy.cfg")
 	lb := gwLBHost + ":"
 	pairs := []string{
 		"bind :9092", "bind " + lb + strconv.Itoa(p.bootstrap),
@@ -179,37 +177,7 @@ func gwHAProxy(t *testing.T, p gwPorts) (statsURL string) {
 		port := strconv.Itoa(9100 + n)
 		pairs = append(pairs, "bind :"+port, "bind "+lb+strconv.Itoa(p.broker(n)), ":"+port, ":"+strconv.Itoa(p.broker(n)))
 	}
-	for i := 0; i < len(pairs); i += 2 {
-		if !strings.Contains(string(raw), pairs[i]) {
-			t.Fatalf("examples/gateway/haproxy.cfg no longer contains %q: update the test's port plan", pairs[i])
-		}
-	}
-	cfg := strings.NewReplacer(pairs...).Replace(string(raw))
-	path := filepath.Join(t.TempDir(), "haproxy.cfg")
-	straittest.Must(t, os.WriteFile(path, []byte(cfg), 0o644), "write haproxy.cfg")
-	var out bytes.Buffer
-	var mu sync.Mutex
-	cmd := exec.Command("haproxy", "-db", "-f", path)
-	cmd.Stdout = &lockedWriter{&mu, &out}
-	cmd.Stderr = cmd.Stdout
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	straittest.Must(t, cmd.Start(), "start haproxy")
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(5 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			mu.Lock()
-			t.Logf("---- haproxy config ----\n%s---- haproxy output ----\n%s", cfg, out.String())
-			mu.Unlock()
-		}
-	})
+	runHAProxy(t, filepath.Join("gateway", "haproxy.cfg"), t.TempDir(), pairs)
 	return "http://" + lb + strconv.Itoa(p.stats) + "/stats;csv"
 }
 

@@ -10,13 +10,11 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -24,7 +22,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
-	"github.com/strait-proxy/strait/internal/straitbin"
 	"github.com/strait-proxy/strait/internal/straittest"
 	"github.com/strait-proxy/strait/internal/testpki"
 )
@@ -174,15 +171,6 @@ func TestHybridBridgeExample(t *testing.T) {
 	c.Close()
 }
 
-// needHAProxy skips without haproxy, loudly, and fails under CI=true
-// (scripts/install-test-deps.sh installs it).
-func needHAProxy(t *testing.T) {
-	t.Helper()
-	if _, err := exec.LookPath("haproxy"); err != nil {
-		straitbin.Missing(t, "haproxy (the SNI router of this example): %v", err)
-	}
-}
-
 // brokerGuard is kfake's ListenFn: broker n listens on a free 127.0.0.1
 // port, advertises the host:port of the format, and accepts connections from
 // haproxySource only.
@@ -240,44 +228,11 @@ func (g *brokerGuard) listen(advertiseFmt string) func(network, address string) 
 // sessions each backend has carried (HAProxy's CSV stats, column stot).
 func startHAProxy(t *testing.T, cfgFile, dir, endpoint, stats string, brokers []string) func() map[string]int {
 	t.Helper()
-	b, err := os.ReadFile(cfgFile)
-	straittest.Must(t, err, "read %s", cfgFile)
-	cfg := string(b)
-	subst := map[string]string{"bind 127.0.0.1:9192": "bind " + endpoint, "bind 127.0.0.1:9193": "bind " + stats}
+	pairs := []string{"bind 127.0.0.1:9192", "bind " + endpoint, "bind 127.0.0.1:9193", "bind " + stats}
 	for i, addr := range brokers {
-		subst[fmt.Sprintf("server b%d 10.0.0.1%d:9093", i, i)] = fmt.Sprintf("server b%d %s source %s", i, addr, haproxySource)
+		pairs = append(pairs, fmt.Sprintf("server b%d 10.0.0.1%d:9093", i, i), fmt.Sprintf("server b%d %s source %s", i, addr, haproxySource))
 	}
-	for from, to := range subst {
-		if !strings.Contains(cfg, from) {
-			t.Fatalf("%s has no %q", cfgFile, from)
-		}
-		cfg = strings.ReplaceAll(cfg, from, to)
-	}
-	path := filepath.Join(dir, "haproxy.cfg")
-	straittest.Must(t, os.WriteFile(path, []byte(cfg), 0o644), "write haproxy.cfg")
-	var logs bytes.Buffer
-	var mu sync.Mutex
-	cmd := exec.Command("haproxy", "-db", "-f", path)
-	cmd.Stdout = &lockedWriter{&mu, &logs}
-	cmd.Stderr = cmd.Stdout
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	straittest.Must(t, cmd.Start(), "start haproxy")
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(5 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			mu.Lock()
-			t.Logf("haproxy config:\n%s\nhaproxy output:\n%s", cfg, logs.String())
-			mu.Unlock()
-		}
-	})
+	exited, output := runHAProxy(t, cfgFile, dir, pairs)
 	read := func() (map[string]int, error) {
 		hc := http.Client{Timeout: 5 * time.Second}
 		resp, err := hc.Get("http://" + stats + "/stats;csv")
@@ -311,10 +266,8 @@ func startHAProxy(t *testing.T, cfgFile, dir, endpoint, stats string, brokers []
 			}
 		}
 		select {
-		case err := <-exited:
-			mu.Lock()
-			defer mu.Unlock()
-			t.Fatalf("haproxy exited: %v\n%s", err, logs.String())
+		case <-exited:
+			t.Fatalf("haproxy exited:\n%s", output())
 		default:
 		}
 		if time.Now().After(deadline) {
